@@ -1,0 +1,429 @@
+"""The production backend: PostgreSQL through an asyncpg pool.
+
+Two problems shape this module.
+
+*Many writers, no global lock.* An append is one autocommitted ``INSERT`` whose
+numbering is checked by unique constraints rather than by a lock: the writer
+takes the deployment's head from a per-process cache (a runner writes its own
+deployment, so the cache is nearly always right), seals the events after it and
+inserts. If another writer got there first, a constraint refuses the insert and
+the append re-reads the head and tries again; with an exact expected version the
+re-read turns into ``WrongExpectedVersion``. Writers to different deployments
+never wait for one another.
+
+*Readers must not skip late commits.* A global position taken from a sequence
+at insert becomes visible at commit, so a reader that advances past position
+100 may later find 99 committed behind it. Here the position *is* the writing
+transaction's id (``xid8``) shifted left 16 bits plus the event's index in the
+append, and the global log only hands out positions below the oldest
+transaction still in flight (``pg_snapshot_xmin``). Release order and position
+order are then the same order, so a reader's checkpoint is a plain integer that
+never jumps a gap. Within one deployment, position order is deployment order: an
+append only succeeds on top of a committed head, whose transaction id is older.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from .. import encoding
+from ..append import AppendRequest, Head, StoredIdentity, replayed_result, seal
+from ..errors import ConcurrencyExhausted, SchemaVersionError, WrongExpectedVersion
+from ..records import AppendResult, Horizon, RecordedEvent
+from ..validation import satisfies
+from .base import COLUMNS, IDENTITY_COLUMNS, SCHEMA_COMPONENT, SCHEMA_VERSION, stream_start
+
+NOTIFY_CHANNEL = "chronicle_events"
+_POSITION_SHIFT = 16
+_MAX_ATTEMPTS = 64
+_HEAD_CACHE_SIZE = 10_000
+
+_DDL = f"""
+CREATE TABLE IF NOT EXISTS chronicle_schema (
+    component text PRIMARY KEY,
+    version integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chronicle_events (
+    position bigint NOT NULL,
+    deployment_id text NOT NULL,
+    deployment_seq bigint NOT NULL,
+    stream text NOT NULL,
+    stream_version bigint NOT NULL,
+    event_id uuid NOT NULL,
+    type text NOT NULL,
+    schema_version integer NOT NULL,
+    data bytea NOT NULL,
+    metadata bytea NOT NULL,
+    recorded_at timestamptz NOT NULL,
+    prev_hash bytea NOT NULL,
+    hash bytea NOT NULL,
+    CONSTRAINT chronicle_events_pkey PRIMARY KEY (deployment_id, deployment_seq),
+    CONSTRAINT chronicle_events_stream_version_key
+        UNIQUE (deployment_id, stream, stream_version),
+    CONSTRAINT chronicle_events_event_id_key UNIQUE (event_id),
+    CONSTRAINT chronicle_events_position_key UNIQUE (position)
+);
+CREATE OR REPLACE FUNCTION chronicle_refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'chronicle_events is append-only: % refused', TG_OP
+        USING ERRCODE = 'restrict_violation';
+END;
+$$;
+CREATE OR REPLACE FUNCTION chronicle_notify_append() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{NOTIFY_CHANNEL}', TG_TABLE_SCHEMA);
+    RETURN NULL;
+END;
+$$;
+DROP TRIGGER IF EXISTS chronicle_events_no_change ON chronicle_events;
+CREATE TRIGGER chronicle_events_no_change
+    BEFORE UPDATE OR DELETE ON chronicle_events
+    FOR EACH ROW EXECUTE FUNCTION chronicle_refuse_change();
+DROP TRIGGER IF EXISTS chronicle_events_no_truncate ON chronicle_events;
+CREATE TRIGGER chronicle_events_no_truncate
+    BEFORE TRUNCATE ON chronicle_events
+    FOR EACH STATEMENT EXECUTE FUNCTION chronicle_refuse_change();
+DROP TRIGGER IF EXISTS chronicle_events_notify ON chronicle_events;
+CREATE TRIGGER chronicle_events_notify
+    AFTER INSERT ON chronicle_events
+    FOR EACH STATEMENT EXECUTE FUNCTION chronicle_notify_append();
+"""
+
+_INSERT = f"""
+WITH inserted AS (
+    INSERT INTO chronicle_events ({COLUMNS})
+    SELECT (pg_current_xact_id()::text::bigint << {_POSITION_SHIFT}) + e.ord,
+           $1, $2 + e.ord, $3, $4 + e.ord, e.event_id, e.type, e.schema_version,
+           e.data, e.metadata, $5, e.prev_hash, e.hash
+    FROM unnest($6::uuid[], $7::text[], $8::integer[], $9::bytea[], $10::bytea[],
+                $11::bytea[], $12::bytea[])
+         WITH ORDINALITY AS e(event_id, type, schema_version, data, metadata, prev_hash, hash, ord)
+    RETURNING position
+)
+SELECT max(position) FROM inserted
+"""
+
+_HEAD = """
+SELECT d.deployment_seq, d.hash,
+       (SELECT coalesce(max(stream_version), 0) FROM chronicle_events
+        WHERE deployment_id = $1 AND stream = $2) AS stream_version
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+    SELECT deployment_seq, hash FROM chronicle_events
+    WHERE deployment_id = $1 ORDER BY deployment_seq DESC LIMIT 1
+) AS d ON true
+"""
+
+_READABLE_BELOW = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {_POSITION_SHIFT})"
+_SELECT = f"SELECT {COLUMNS} FROM chronicle_events"
+
+
+def _to_event(row: Sequence[Any]) -> RecordedEvent:
+    return RecordedEvent(*row)
+
+
+class PostgresBackend:
+    kind = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str, schema: str, poll_interval: float) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._schema = schema
+        self._poll_interval = poll_interval
+        self._deployment_heads: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._stream_versions: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._listener: asyncpg.Connection | None = None
+        self._listener_lock = asyncio.Lock()
+        self._appended = asyncio.Event()
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        schema: str,
+        min_pool: int,
+        max_pool: int,
+        poll_interval: float = 1.0,
+    ) -> PostgresBackend:
+        settings = {"search_path": schema}
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_pool, max_size=max_pool, server_settings=settings
+        )
+        try:
+            async with pool.acquire() as conn:
+                await _ensure_schema(conn, schema)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, dsn, schema, poll_interval)
+
+    # -- appending -----------------------------------------------------------
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        async with self._pool.acquire() as conn:
+            for _ in range(_MAX_ATTEMPTS):
+                head, cached = self._cached_head(request)
+                if head is None:
+                    head = await self._fetch_head(conn, request)
+                if not satisfies(request.expected, head.stream_version):
+                    if cached:  # the cache only lags the truth; ask the database
+                        self._forget(request)
+                        continue
+                    replay = replayed_result(request, await _stored(conn, request))
+                    if replay is not None:
+                        return replay
+                    raise WrongExpectedVersion(
+                        request.deployment_id,
+                        request.stream,
+                        request.expected,
+                        head.stream_version,
+                    )
+                sealed = seal(request, head)
+                try:
+                    position = await conn.fetchval(
+                        _INSERT,
+                        request.deployment_id,
+                        head.deployment_seq,
+                        request.stream,
+                        head.stream_version,
+                        encoding.micros_to_datetime(request.recorded_at_micros),
+                        [e.event_id for e in sealed],
+                        [e.type for e in sealed],
+                        [e.schema_version for e in sealed],
+                        [e.data for e in sealed],
+                        [e.metadata for e in sealed],
+                        [e.prev_hash for e in sealed],
+                        [e.hash for e in sealed],
+                    )
+                except asyncpg.UniqueViolationError as exc:
+                    self._forget(request)
+                    if exc.constraint_name == "chronicle_events_event_id_key":
+                        replay = replayed_result(request, await _stored(conn, request))
+                        if replay is not None:
+                            return replay
+                    # another writer moved the head first: re-read it and decide again
+                    continue
+                last = sealed[-1]
+                self._remember(request, last.deployment_seq, last.hash, last.stream_version)
+                return AppendResult(last.stream_version, position, last.deployment_seq)
+        raise ConcurrencyExhausted(
+            f"append to {request.deployment_id!r}/{request.stream!r} lost the race for the "
+            f"deployment's head {_MAX_ATTEMPTS} times; too many writers share one deployment"
+        )
+
+    def _cached_head(self, request: AppendRequest) -> tuple[Head | None, bool]:
+        deployment = self._deployment_heads.get(request.deployment_id)
+        version = self._stream_versions.get((request.deployment_id, request.stream))
+        if deployment is None or version is None:
+            return None, False
+        return Head(deployment[0], deployment[1], version), True
+
+    async def _fetch_head(self, conn: asyncpg.Connection, request: AppendRequest) -> Head:
+        row = await conn.fetchrow(_HEAD, request.deployment_id, request.stream)
+        if row["deployment_seq"] is None:
+            return Head(0, encoding.GENESIS_HASH, 0)
+        return Head(row["deployment_seq"], row["hash"], row["stream_version"])
+
+    def _remember(self, request: AppendRequest, seq: int, digest: bytes, version: int) -> None:
+        self._deployment_heads[request.deployment_id] = (seq, digest)
+        self._deployment_heads.move_to_end(request.deployment_id)
+        key = (request.deployment_id, request.stream)
+        self._stream_versions[key] = version
+        self._stream_versions.move_to_end(key)
+        while len(self._deployment_heads) > _HEAD_CACHE_SIZE:
+            self._deployment_heads.popitem(last=False)
+        while len(self._stream_versions) > _HEAD_CACHE_SIZE:
+            self._stream_versions.popitem(last=False)
+
+    def _forget(self, request: AppendRequest) -> None:
+        self._deployment_heads.pop(request.deployment_id, None)
+        self._stream_versions.pop((request.deployment_id, request.stream), None)
+
+    # -- reading -------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        deployment_id: str,
+        stream: str,
+        from_version: int | None,
+        limit: int | None,
+        backwards: bool,
+    ) -> list[RecordedEvent]:
+        op, order = ("<=", "DESC") if backwards else (">=", "ASC")
+        sql = (
+            f"{_SELECT} WHERE deployment_id = $1 AND stream = $2 AND stream_version {op} $3 "
+            f"ORDER BY stream_version {order} LIMIT $4"
+        )
+        start = stream_start(from_version, backwards)
+        return await self._fetch(sql, deployment_id, stream, start, limit)
+
+    async def read_deployment(
+        self, deployment_id: str, from_seq: int, limit: int | None
+    ) -> list[RecordedEvent]:
+        sql = (
+            f"{_SELECT} WHERE deployment_id = $1 AND deployment_seq >= $2 "
+            "ORDER BY deployment_seq LIMIT $3"
+        )
+        return await self._fetch(sql, deployment_id, from_seq, limit)
+
+    async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
+        sql = (
+            f"{_SELECT} WHERE position > $1 AND position < {_READABLE_BELOW} "
+            "ORDER BY position LIMIT $2"
+        )
+        return await self._fetch(sql, after_position, limit)
+
+    async def stream_version(self, deployment_id: str, stream: str) -> int:
+        value = await self._pool.fetchval(
+            "SELECT coalesce(max(stream_version), 0) FROM chronicle_events "
+            "WHERE deployment_id = $1 AND stream = $2",
+            deployment_id,
+            stream,
+        )
+        return int(value)
+
+    async def deployment_ids(self) -> list[str]:
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT deployment_id FROM chronicle_events ORDER BY deployment_id"
+        )
+        return [row[0] for row in rows]
+
+    async def horizon(self) -> Horizon:
+        row = await self._pool.fetchrow(
+            f"""
+            WITH h AS (SELECT {_READABLE_BELOW} AS readable_below)
+            SELECT h.readable_below,
+                   (SELECT coalesce(max(position), 0) FROM chronicle_events) AS head,
+                   (SELECT count(*) FROM chronicle_events
+                    WHERE position >= h.readable_below) AS held_back
+            FROM h
+            """
+        )
+        return Horizon(
+            head_position=row["head"],
+            readable_below=row["readable_below"],
+            held_back=row["held_back"],
+        )
+
+    async def _fetch(self, sql: str, *args: Any) -> list[RecordedEvent]:
+        rows = await self._pool.fetch(sql, *args)
+        return [_to_event(row) for row in rows]
+
+    # -- following -----------------------------------------------------------
+
+    async def wait_for_appends(self, max_wait: float) -> None:
+        """Wake on NOTIFY from any process's commit, or poll after ``max_wait`` seconds.
+
+        The poll matters: an event can be committed but held back behind another
+        transaction whose end sends no notification.
+        """
+        await self._ensure_listener()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._appended.wait(), max_wait)
+
+    async def _ensure_listener(self) -> None:
+        async with self._listener_lock:
+            if self._listener is not None and not self._listener.is_closed():
+                return
+            self._listener = await asyncpg.connect(self._dsn)
+            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        if payload == self._schema:
+            self._appended.set()
+            self._appended = asyncio.Event()
+
+    async def close(self) -> None:
+        try:
+            if self._listener is not None:
+                await self._listener.close()
+        finally:
+            await self._pool.close()
+
+
+async def _stored(conn: asyncpg.Connection, request: AppendRequest) -> list[StoredIdentity]:
+    rows = await conn.fetch(
+        f"SELECT {IDENTITY_COLUMNS} FROM chronicle_events WHERE event_id = ANY($1::uuid[])",
+        [event.event_id for event in request.events],
+    )
+    return [StoredIdentity(uuid.UUID(bytes=row[0].bytes), *row[1:]) for row in rows]
+
+
+async def _ensure_schema(conn: asyncpg.Connection, schema: str) -> None:
+    """Create or check the tables, once, even when many processes start together."""
+    version = await _schema_version(conn)
+    if version == SCHEMA_VERSION:
+        return  # the common case, and the only one a least-privilege writer may take
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('chronicle-schema'))")
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        version = await _schema_version(conn)
+        if version is None:
+            await conn.execute(_DDL)
+            await conn.execute(
+                "INSERT INTO chronicle_schema (component, version) VALUES ($1, $2)",
+                SCHEMA_COMPONENT,
+                SCHEMA_VERSION,
+            )
+        elif version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"schema {schema!r} holds event tables at version {version}, newer than this "
+                f"release understands ({SCHEMA_VERSION}); upgrade chronicle-store"
+            )
+
+
+async def _schema_version(conn: asyncpg.Connection) -> int | None:
+    exists = await conn.fetchval("SELECT to_regclass('chronicle_schema') IS NOT NULL")
+    if not exists:
+        return None
+    value = await conn.fetchval(
+        "SELECT version FROM chronicle_schema WHERE component = $1", SCHEMA_COMPONENT
+    )
+    return None if value is None else int(value)
+
+
+def writer_role_sql(role: str, *, schema: str = "public", password: str | None = None) -> str:
+    """SQL that creates a login role which may only INSERT and SELECT events.
+
+    Run it as the tables' owner after the schema exists. The role cannot UPDATE,
+    DELETE or TRUNCATE the log, nor disable its triggers, so even a compromised
+    runner cannot rewrite history.
+    """
+    ident = _quote_ident(role)
+    schema_ident = _quote_ident(schema)
+    literal = _quote_literal(role)
+    login = "LOGIN" if password is None else f"LOGIN PASSWORD {_quote_literal(password)}"
+    return (
+        "\n".join(
+            [
+                "DO $$ BEGIN",
+                f"  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {literal}) THEN",
+                f"    CREATE ROLE {ident} {login};",
+                "  END IF;",
+                "END $$;",
+                f"GRANT USAGE ON SCHEMA {schema_ident} TO {ident};",
+                f"REVOKE ALL ON {schema_ident}.chronicle_events FROM {ident};",
+                f"GRANT SELECT, INSERT ON {schema_ident}.chronicle_events TO {ident};",
+                f"GRANT SELECT ON {schema_ident}.chronicle_schema TO {ident};",
+            ]
+        )
+        + "\n"
+    )
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

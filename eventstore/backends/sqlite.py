@@ -1,0 +1,311 @@
+"""The embedded backend: one SQLite file in WAL mode.
+
+SQLite has one writer at a time, so concurrency control is its write lock: an
+append takes it (``BEGIN IMMEDIATE``), reads the heads, decides, inserts and
+commits. All of that runs as one function in the connection's worker thread,
+because every ``await`` on aiosqlite is a thread hop that costs about as much as
+the insert itself (4 hops ran at 2.4k appends/s here, 1 hop at 6.2k/s).
+
+Global positions are rowids, handed out under the write lock in commit order, so
+reading the global log by position can never skip a late commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from .. import encoding
+from ..append import AppendRequest, Head, StoredIdentity, replayed_result, seal
+from ..errors import SchemaVersionError, WrongExpectedVersion
+from ..records import AppendResult, Horizon, RecordedEvent
+from ..validation import satisfies
+from .base import COLUMNS, IDENTITY_COLUMNS, SCHEMA_COMPONENT, SCHEMA_VERSION, stream_start
+
+R = TypeVar("R")
+
+_DDL = (
+    """CREATE TABLE IF NOT EXISTS chronicle_schema (
+        component TEXT PRIMARY KEY,
+        version INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS chronicle_events (
+        position INTEGER PRIMARY KEY,
+        deployment_id TEXT NOT NULL,
+        deployment_seq INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        stream_version INTEGER NOT NULL,
+        event_id BLOB NOT NULL,
+        type TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        metadata BLOB NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        prev_hash BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        CONSTRAINT chronicle_events_event_id_key UNIQUE (event_id),
+        CONSTRAINT chronicle_events_deployment_seq_key UNIQUE (deployment_id, deployment_seq),
+        CONSTRAINT chronicle_events_stream_version_key
+            UNIQUE (deployment_id, stream, stream_version)
+    )""",
+    """CREATE TRIGGER IF NOT EXISTS chronicle_events_no_update
+    BEFORE UPDATE ON chronicle_events
+    BEGIN
+        SELECT RAISE(ABORT, 'chronicle_events is append-only: UPDATE refused');
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS chronicle_events_no_delete
+    BEFORE DELETE ON chronicle_events
+    BEGIN
+        SELECT RAISE(ABORT, 'chronicle_events is append-only: DELETE refused');
+    END""",
+)
+
+_INSERT = f"INSERT INTO chronicle_events ({COLUMNS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?,?)"
+_DEPLOYMENT_HEAD = (
+    "SELECT deployment_seq, hash FROM chronicle_events WHERE deployment_id = ? "
+    "ORDER BY deployment_seq DESC LIMIT 1"
+)
+_STREAM_VERSION = (
+    "SELECT coalesce(max(stream_version), 0) FROM chronicle_events "
+    "WHERE deployment_id = ? AND stream = ?"
+)
+_SELECT = f"SELECT {COLUMNS} FROM chronicle_events"
+
+
+def _to_event(row: Sequence[Any]) -> RecordedEvent:
+    return RecordedEvent(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        uuid.UUID(bytes=row[5]),
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        encoding.micros_to_datetime(row[10]),
+        row[11],
+        row[12],
+    )
+
+
+class SQLiteBackend:
+    kind = "sqlite"
+
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        poll_interval: float,
+    ) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._poll_interval = poll_interval
+        self._appended = asyncio.Event()
+
+    @classmethod
+    async def open(
+        cls, path: str, *, synchronous: str, poll_interval: float = 0.2
+    ) -> SQLiteBackend:
+        writer = await _open_connection(path, synchronous)
+        try:
+            await _in_thread(writer, _ensure_schema)
+            reader = await _open_connection(path, synchronous)
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(writer, reader, poll_interval)
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        result = await _in_thread(self._writer, _append, request)
+        if not result.replayed:
+            self._appended.set()
+            self._appended = asyncio.Event()
+        return result
+
+    async def read_stream(
+        self,
+        deployment_id: str,
+        stream: str,
+        from_version: int | None,
+        limit: int | None,
+        backwards: bool,
+    ) -> list[RecordedEvent]:
+        op, order = ("<=", "DESC") if backwards else (">=", "ASC")
+        sql = (
+            f"{_SELECT} WHERE deployment_id = ? AND stream = ? AND stream_version {op} ? "
+            f"ORDER BY stream_version {order} LIMIT ?"
+        )
+        start = stream_start(from_version, backwards)
+        return await self._fetch(sql, (deployment_id, stream, start, _limit(limit)))
+
+    async def read_deployment(
+        self, deployment_id: str, from_seq: int, limit: int | None
+    ) -> list[RecordedEvent]:
+        sql = (
+            f"{_SELECT} WHERE deployment_id = ? AND deployment_seq >= ? "
+            "ORDER BY deployment_seq LIMIT ?"
+        )
+        return await self._fetch(sql, (deployment_id, from_seq, _limit(limit)))
+
+    async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
+        sql = f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?"
+        return await self._fetch(sql, (after_position, limit))
+
+    async def stream_version(self, deployment_id: str, stream: str) -> int:
+        rows = await self._reader.execute_fetchall(_STREAM_VERSION, (deployment_id, stream))
+        return int(next(iter(rows))[0])
+
+    async def deployment_ids(self) -> list[str]:
+        rows = await self._reader.execute_fetchall(
+            "SELECT DISTINCT deployment_id FROM chronicle_events ORDER BY deployment_id"
+        )
+        return [row[0] for row in rows]
+
+    async def horizon(self) -> Horizon:
+        rows = await self._reader.execute_fetchall(
+            "SELECT coalesce(max(position), 0) FROM chronicle_events"
+        )
+        head = int(next(iter(rows))[0])
+        return Horizon(head_position=head, readable_below=head + 1, held_back=0)
+
+    async def wait_for_appends(self, max_wait: float) -> None:
+        """In-process appends wake the waiter at once; other processes' by polling."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._appended.wait(), min(max_wait, self._poll_interval))
+
+    async def close(self) -> None:
+        try:
+            await self._reader.close()
+        finally:
+            await self._writer.close()
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[RecordedEvent]:
+        rows = await self._reader.execute_fetchall(sql, params)
+        return [_to_event(row) for row in rows]
+
+
+def _limit(limit: int | None) -> int:
+    return -1 if limit is None else limit
+
+
+async def _open_connection(path: str, synchronous: str) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None, timeout=30.0)
+    try:
+        await conn.execute("PRAGMA busy_timeout = 30000")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute(f"PRAGMA synchronous = {synchronous}")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., R], *args: Any) -> R:
+    """Run ``fn(sqlite3_connection, *args)`` in the connection's worker thread.
+
+    aiosqlite offers no public way to run several statements in one trip to its
+    thread; ``_execute`` is the queue every public method goes through, and the
+    version range in pyproject.toml pins the layout this relies on.
+    """
+
+    def call() -> R:
+        return fn(conn._conn, *args)
+
+    result: R = await conn._execute(call)  # type: ignore[no-untyped-call]
+    return result
+
+
+def _ensure_schema(db: sqlite3.Connection) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _DDL:
+            db.execute(statement)
+        row = db.execute(
+            "SELECT version FROM chronicle_schema WHERE component = ?", (SCHEMA_COMPONENT,)
+        ).fetchone()
+        if row is None:
+            db.execute(
+                "INSERT INTO chronicle_schema (component, version) VALUES (?, ?)",
+                (SCHEMA_COMPONENT, SCHEMA_VERSION),
+            )
+        elif row[0] > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"this database's event tables are at schema version {row[0]}, newer than "
+                f"this release understands ({SCHEMA_VERSION}); upgrade chronicle-store"
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _read_head(db: sqlite3.Connection, request: AppendRequest) -> Head:
+    row = db.execute(_DEPLOYMENT_HEAD, (request.deployment_id,)).fetchone()
+    seq, digest = (0, encoding.GENESIS_HASH) if row is None else (row[0], row[1])
+    version = db.execute(_STREAM_VERSION, (request.deployment_id, request.stream)).fetchone()[0]
+    return Head(seq, digest, version)
+
+
+def _stored(db: sqlite3.Connection, request: AppendRequest) -> list[StoredIdentity]:
+    ids = [event.event_id.bytes for event in request.events]
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(
+        f"SELECT {IDENTITY_COLUMNS} FROM chronicle_events WHERE event_id IN ({marks})", ids
+    ).fetchall()
+    return [StoredIdentity(uuid.UUID(bytes=r[0]), *r[1:]) for r in rows]
+
+
+def _append(db: sqlite3.Connection, request: AppendRequest) -> AppendResult:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        head = _read_head(db, request)
+        if not satisfies(request.expected, head.stream_version):
+            replay = replayed_result(request, _stored(db, request))
+            db.execute("ROLLBACK")
+            if replay is not None:
+                return replay
+            raise WrongExpectedVersion(
+                request.deployment_id, request.stream, request.expected, head.stream_version
+            )
+        sealed = seal(request, head)
+        rows = [
+            (
+                request.deployment_id,
+                event.deployment_seq,
+                request.stream,
+                event.stream_version,
+                event.event_id.bytes,
+                event.type,
+                event.schema_version,
+                event.data,
+                event.metadata,
+                request.recorded_at_micros,
+                event.prev_hash,
+                event.hash,
+            )
+            for event in sealed
+        ]
+        try:
+            db.executemany(_INSERT, rows)
+        except sqlite3.IntegrityError:
+            replay = replayed_result(request, _stored(db, request))
+            db.execute("ROLLBACK")
+            if replay is None:
+                raise
+            return replay
+        position = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    last = sealed[-1]
+    return AppendResult(last.stream_version, position, last.deployment_seq)

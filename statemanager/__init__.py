@@ -1,0 +1,1 @@
+"""The runner-facing ``StateManager`` API over Chronicle's event store."""
