@@ -8,6 +8,7 @@ The log knows nothing of ledgers or orders: it stores typed, versioned events,
 chains each deployment's events by hash, and hands them back in order.
 """
 
+from .append import InlineStep, Statement
 from .errors import (
     BatchTooLarge,
     ConcurrencyExhausted,
@@ -16,6 +17,7 @@ from .errors import (
     EncodingError,
     EventStoreError,
     EventTooLarge,
+    InlineStepFailed,
     InvalidExpectedVersion,
     InvalidIdentifier,
     InvalidInput,
@@ -53,6 +55,8 @@ __all__ = [
     "EventTooLarge",
     "ExpectedVersion",
     "Horizon",
+    "InlineStep",
+    "InlineStepFailed",
     "InvalidExpectedVersion",
     "InvalidIdentifier",
     "InvalidInput",
@@ -60,6 +64,7 @@ __all__ = [
     "NewEvent",
     "RecordedEvent",
     "SchemaVersionError",
+    "Statement",
     "StoreClosed",
     "VerifyReport",
     "WrongExpectedVersion",

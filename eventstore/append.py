@@ -10,14 +10,14 @@ disagree on what an event's hash or version is.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
 
 from . import encoding, validation
 from .errors import DuplicateEventId, InvalidInput
-from .records import AppendResult, ExpectedVersion, NewEvent
+from .records import AppendResult, ExpectedVersion, NewEvent, RecordedEvent
 
 
 class PreparedEvent(NamedTuple):
@@ -65,12 +65,28 @@ class StoredIdentity(NamedTuple):
     stream_version: int
 
 
+class Statement(NamedTuple):
+    """SQL to run inside an append's transaction, with ``$1, $2, ...`` placeholders.
+
+    This is how read models that must be consistent with the log (an invariant to
+    enforce, a value to read back at once) are written in the same commit.
+    """
+
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+InlineStep = Callable[[Sequence[RecordedEvent]], Iterable[Statement]]
+"""Given the events as recorded, the statements to run before the append commits."""
+
+
 class AppendRequest(NamedTuple):
     deployment_id: str
     stream: str
     events: tuple[PreparedEvent, ...]
     expected: ExpectedVersion | int
     recorded_at_micros: int
+    inline: InlineStep | None = None
 
 
 _EMPTY_METADATA = encoding.encode_payload({})
@@ -82,6 +98,7 @@ def prepare(
     events: Sequence[NewEvent],
     expected_version: object,
     max_event_bytes: int,
+    inline: InlineStep | None = None,
 ) -> AppendRequest:
     """Validate and encode an append; raises a typed ``InvalidInput`` on bad input."""
     validation.check_identifier("deployment_id", deployment_id)
@@ -112,7 +129,11 @@ def prepare(
         prepared.append(
             PreparedEvent(event.event_id, event.type, event.schema_version, data, metadata)
         )
-    return AppendRequest(deployment_id, stream, tuple(prepared), expected, encoding.now_micros())
+    if inline is not None and not callable(inline):
+        raise InvalidInput("inline must be a callable returning Statements")
+    return AppendRequest(
+        deployment_id, stream, tuple(prepared), expected, encoding.now_micros(), inline
+    )
 
 
 def _encode_metadata(metadata: Mapping[str, Any]) -> bytes:
@@ -197,3 +218,37 @@ def _mismatch(request: AppendRequest, event: PreparedEvent, row: StoredIdentity)
     if row.metadata != event.metadata:
         return "recorded with other metadata"
     return ""
+
+
+def recorded(
+    request: AppendRequest, sealed: Sequence[SealedEvent], last_position: int
+) -> list[RecordedEvent]:
+    """The sealed events as a reader will see them; positions are consecutive."""
+    first = last_position - len(sealed) + 1
+    recorded_at = encoding.micros_to_datetime(request.recorded_at_micros)
+    return [
+        RecordedEvent(
+            first + index,
+            request.deployment_id,
+            event.deployment_seq,
+            request.stream,
+            event.stream_version,
+            event.event_id,
+            event.type,
+            event.schema_version,
+            event.data,
+            event.metadata,
+            recorded_at,
+            event.prev_hash,
+            event.hash,
+        )
+        for index, event in enumerate(sealed)
+    ]
+
+
+def inline_statements(
+    request: AppendRequest, sealed: Sequence[SealedEvent], last_position: int
+) -> list[Statement]:
+    if request.inline is None:
+        return []
+    return list(request.inline(recorded(request, sealed, last_position)))

@@ -85,6 +85,20 @@ class DuplicateEventId(EventStoreError):
         )
 
 
+class InlineStepFailed(EventStoreError):
+    """A statement run inside the append's transaction failed; nothing was written.
+
+    ``constraint`` names the violated constraint when there was one, so the layer
+    that supplied the statement can turn it into its own, domain-specific error.
+    """
+
+    def __init__(self, sql: str, cause: BaseException, constraint: str | None) -> None:
+        self.sql = sql
+        self.cause = cause
+        self.constraint = constraint
+        super().__init__(f"inline statement failed ({cause}); the append was rolled back")
+
+
 class ConcurrencyExhausted(EventStoreError):
     """An append lost the race for a deployment's head too many times in a row."""
 

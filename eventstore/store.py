@@ -8,6 +8,7 @@ from typing import Any
 
 from . import append as appending
 from . import encoding, validation
+from .append import InlineStep
 from .backends.base import Backend, check_read_args
 from .errors import StoreClosed
 from .records import (
@@ -56,15 +57,20 @@ class EventStore:
         events: Sequence[NewEvent],
         *,
         expected_version: ExpectedVersion | int = ExpectedVersion.ANY,
+        inline: InlineStep | None = None,
     ) -> AppendResult:
         """Append ``events`` to one stream, all or nothing.
 
         Raises :class:`WrongExpectedVersion` when the stream is not where
         ``expected_version`` says, having written nothing. Re-sending events whose
         ids are already recorded returns the original result (``replayed=True``).
+
+        ``inline`` receives the events as recorded and returns statements that run
+        in the same transaction (read models that must commit with the log); if one
+        fails, :class:`InlineStepFailed` is raised and nothing is written.
         """
         request = appending.prepare(
-            deployment_id, stream, events, expected_version, self.max_event_bytes
+            deployment_id, stream, events, expected_version, self.max_event_bytes, inline
         )
         return await self._open().append(request)
 

@@ -34,8 +34,21 @@ from typing import Any
 import asyncpg
 
 from .. import encoding
-from ..append import AppendRequest, Head, StoredIdentity, replayed_result, seal
-from ..errors import ConcurrencyExhausted, SchemaVersionError, WrongExpectedVersion
+from ..append import (
+    AppendRequest,
+    Head,
+    SealedEvent,
+    StoredIdentity,
+    inline_statements,
+    replayed_result,
+    seal,
+)
+from ..errors import (
+    ConcurrencyExhausted,
+    InlineStepFailed,
+    SchemaVersionError,
+    WrongExpectedVersion,
+)
 from ..records import AppendResult, Horizon, RecordedEvent
 from ..validation import satisfies
 from .base import COLUMNS, IDENTITY_COLUMNS, SCHEMA_COMPONENT, SCHEMA_VERSION, stream_start
@@ -190,22 +203,10 @@ class PostgresBackend:
                     )
                 sealed = seal(request, head)
                 try:
-                    position = await conn.fetchval(
-                        _INSERT,
-                        request.deployment_id,
-                        head.deployment_seq,
-                        request.stream,
-                        head.stream_version,
-                        encoding.micros_to_datetime(request.recorded_at_micros),
-                        [e.event_id for e in sealed],
-                        [e.type for e in sealed],
-                        [e.schema_version for e in sealed],
-                        [e.data for e in sealed],
-                        [e.metadata for e in sealed],
-                        [e.prev_hash for e in sealed],
-                        [e.hash for e in sealed],
-                    )
+                    position = await self._insert(conn, request, head, sealed)
                 except asyncpg.UniqueViolationError as exc:
+                    if not exc.constraint_name.startswith("chronicle_events_"):
+                        raise
                     self._forget(request)
                     if exc.constraint_name == "chronicle_events_event_id_key":
                         replay = replayed_result(request, await _stored(conn, request))
@@ -220,6 +221,42 @@ class PostgresBackend:
             f"append to {request.deployment_id!r}/{request.stream!r} lost the race for the "
             f"deployment's head {_MAX_ATTEMPTS} times; too many writers share one deployment"
         )
+
+    async def _insert(
+        self,
+        conn: asyncpg.Connection,
+        request: AppendRequest,
+        head: Head,
+        sealed: list[SealedEvent],
+    ) -> int:
+        """Insert the sealed events (and run inline statements) in one transaction."""
+        args = (
+            _INSERT,
+            request.deployment_id,
+            head.deployment_seq,
+            request.stream,
+            head.stream_version,
+            encoding.micros_to_datetime(request.recorded_at_micros),
+            [e.event_id for e in sealed],
+            [e.type for e in sealed],
+            [e.schema_version for e in sealed],
+            [e.data for e in sealed],
+            [e.metadata for e in sealed],
+            [e.prev_hash for e in sealed],
+            [e.hash for e in sealed],
+        )
+        if request.inline is None:
+            position: int = await conn.fetchval(*args)  # autocommit: one round trip
+            return position
+        async with conn.transaction():
+            position = await conn.fetchval(*args)
+            for statement in inline_statements(request, sealed, position):
+                try:
+                    await conn.execute(statement.sql, *statement.params)
+                except asyncpg.PostgresError as exc:
+                    constraint = getattr(exc, "constraint_name", None)
+                    raise InlineStepFailed(statement.sql, exc, constraint) from exc
+        return position
 
     def _cached_head(self, request: AppendRequest) -> tuple[Head | None, bool]:
         deployment = self._deployment_heads.get(request.deployment_id)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import re
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
@@ -22,8 +24,16 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from .. import encoding
-from ..append import AppendRequest, Head, StoredIdentity, replayed_result, seal
-from ..errors import SchemaVersionError, WrongExpectedVersion
+from ..append import (
+    AppendRequest,
+    Head,
+    Statement,
+    StoredIdentity,
+    inline_statements,
+    replayed_result,
+    seal,
+)
+from ..errors import InlineStepFailed, SchemaVersionError, WrongExpectedVersion
 from ..records import AppendResult, Horizon, RecordedEvent
 from ..validation import satisfies
 from .base import COLUMNS, IDENTITY_COLUMNS, SCHEMA_COMPONENT, SCHEMA_VERSION, stream_start
@@ -302,6 +312,8 @@ def _append(db: sqlite3.Connection, request: AppendRequest) -> AppendResult:
                 raise
             return replay
         position = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        for statement in inline_statements(request, sealed, position):
+            _run_inline(db, statement)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -309,3 +321,26 @@ def _append(db: sqlite3.Connection, request: AppendRequest) -> AppendResult:
         raise
     last = sealed[-1]
     return AppendResult(last.stream_version, position, last.deployment_seq)
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@functools.lru_cache(maxsize=512)
+def to_sqlite_placeholders(sql: str) -> str:
+    """``$1`` (the shared statement form) to ``?1`` (SQLite's numbered parameter)."""
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+def _run_inline(db: sqlite3.Connection, statement: Statement) -> None:
+    try:
+        db.execute(to_sqlite_placeholders(statement.sql), statement.params)
+    except sqlite3.Error as exc:
+        raise InlineStepFailed(statement.sql, exc, _sqlite_constraint(exc)) from exc
+
+
+def _sqlite_constraint(exc: sqlite3.Error) -> str | None:
+    """The index SQLite names in a UNIQUE failure ("UNIQUE constraint failed: t.a, t.b")."""
+    if not isinstance(exc, sqlite3.IntegrityError):
+        return None
+    return str(exc).split(": ", 1)[-1] or None
