@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -115,7 +116,7 @@ async def test_hashes_chain_within_each_deployment(store: EventStore) -> None:
     await fill(store)
     log = await store.read_deployment("dep-a")
     assert log[0].prev_hash == bytes(32)
-    for before, after in zip(log, log[1:], strict=False):
+    for before, after in itertools.pairwise(log):
         assert after.prev_hash == before.hash
     assert len({e.hash for e in log}) == len(log)
 
