@@ -23,6 +23,7 @@ from .errors import (
     InvalidInput,
     InvalidURL,
     SchemaVersionError,
+    StoreBusy,
     StoreClosed,
     WrongExpectedVersion,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "RecordedEvent",
     "SchemaVersionError",
     "Statement",
+    "StoreBusy",
     "StoreClosed",
     "VerifyReport",
     "WrongExpectedVersion",

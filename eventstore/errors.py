@@ -103,6 +103,10 @@ class ConcurrencyExhausted(EventStoreError):
     """An append lost the race for a deployment's head too many times in a row."""
 
 
+class StoreBusy(EventStoreError):
+    """The database stayed locked by another writer for longer than the busy timeout."""
+
+
 class SchemaVersionError(EventStoreError):
     """The database holds a schema this release does not know how to use."""
 

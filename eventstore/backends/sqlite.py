@@ -17,8 +17,10 @@ import contextlib
 import functools
 import re
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -33,7 +35,7 @@ from ..append import (
     replayed_result,
     seal,
 )
-from ..errors import InlineStepFailed, SchemaVersionError, WrongExpectedVersion
+from ..errors import InlineStepFailed, SchemaVersionError, StoreBusy, WrongExpectedVersion
 from ..records import AppendResult, Horizon, RecordedEvent
 from ..validation import satisfies
 from .base import COLUMNS, IDENTITY_COLUMNS, SCHEMA_COMPONENT, SCHEMA_VERSION, stream_start
@@ -111,30 +113,37 @@ class SQLiteBackend:
 
     def __init__(
         self,
-        writer: aiosqlite.Connection,
+        db: sqlite3.Connection,
         reader: aiosqlite.Connection,
         poll_interval: float,
+        busy_timeout: float,
     ) -> None:
-        self._writer = writer
+        self._db = db
         self._reader = reader
         self._poll_interval = poll_interval
+        self._busy_timeout = busy_timeout
         self._appended = asyncio.Event()
 
     @classmethod
     async def open(
-        cls, path: str, *, synchronous: str, poll_interval: float = 0.2
+        cls,
+        path: str,
+        *,
+        synchronous: str,
+        poll_interval: float = 0.2,
+        busy_timeout: float = 30.0,
     ) -> SQLiteBackend:
-        writer = await _open_connection(path, synchronous)
+        db = _open_writer(path, synchronous)
         try:
-            await _in_thread(writer, _ensure_schema)
-            reader = await _open_connection(path, synchronous)
+            await _when_free(db, _ensure_schema, busy_timeout)
+            reader = await _open_reader(path, synchronous)
         except BaseException:
-            await writer.close()
+            db.close()
             raise
-        return cls(writer, reader, poll_interval)
+        return cls(db, reader, poll_interval, busy_timeout)
 
     async def append(self, request: AppendRequest) -> AppendResult:
-        result = await _in_thread(self._writer, _append, request)
+        result = await _when_free(self._db, partial(_append, request=request), self._busy_timeout)
         if not result.replayed:
             self._appended.set()
             self._appended = asyncio.Event()
@@ -170,8 +179,8 @@ class SQLiteBackend:
         return await self._fetch(sql, (after_position, limit))
 
     async def stream_version(self, deployment_id: str, stream: str) -> int:
-        rows = await self._reader.execute_fetchall(_STREAM_VERSION, (deployment_id, stream))
-        return int(next(iter(rows))[0])
+        # a point lookup costs microseconds; a hop to the reader thread would cost more
+        return int(self._db.execute(_STREAM_VERSION, (deployment_id, stream)).fetchone()[0])
 
     async def deployment_ids(self) -> list[str]:
         rows = await self._reader.execute_fetchall(
@@ -195,7 +204,7 @@ class SQLiteBackend:
         try:
             await self._reader.close()
         finally:
-            await self._writer.close()
+            self._db.close()
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[RecordedEvent]:
         rows = await self._reader.execute_fetchall(sql, params)
@@ -206,11 +215,44 @@ def _limit(limit: int | None) -> int:
     return -1 if limit is None else limit
 
 
-async def _open_connection(path: str, synchronous: str) -> aiosqlite.Connection:
+def _open_writer(path: str, synchronous: str) -> sqlite3.Connection:
+    """The connection appends run on, on the event loop's own thread.
+
+    Measured here, handing a commit to a worker thread and back cost more than the
+    commit itself (aiosqlite ran at ~0.6x the rate of plain sqlite3 at
+    synchronous=FULL). So appends run inline: the loop is held for the commit's
+    own I/O (one WAL fsync at FULL) and never for a lock: ``busy_timeout`` is 0,
+    and a database locked by another process is waited for with ``asyncio.sleep``
+    (see ``_when_free``).
+    """
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA busy_timeout = 0")
+        _set_journal(db, synchronous)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _set_journal(db: sqlite3.Connection, synchronous: str) -> None:
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # only while opening, when another process creates the file
+    db.execute(f"PRAGMA synchronous = {synchronous}")
+
+
+async def _open_reader(path: str, synchronous: str) -> aiosqlite.Connection:
+    """Scans (the global log, whole deployments, verify) run off the loop, on aiosqlite."""
     conn = await aiosqlite.connect(path, isolation_level=None, timeout=30.0)
     try:
         await conn.execute("PRAGMA busy_timeout = 30000")
-        await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute(f"PRAGMA synchronous = {synchronous}")
     except BaseException:
         await conn.close()
@@ -218,23 +260,47 @@ async def _open_connection(path: str, synchronous: str) -> aiosqlite.Connection:
     return conn
 
 
-async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., R], *args: Any) -> R:
-    """Run ``fn(sqlite3_connection, *args)`` in the connection's worker thread.
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
-    aiosqlite offers no public way to run several statements in one trip to its
-    thread; ``_execute`` is the queue every public method goes through, and the
-    version range in pyproject.toml pins the layout this relies on.
-    """
 
-    def call() -> R:
-        return fn(conn._conn, *args)
+class _Busy(Exception):
+    """Another connection holds the write lock; try again shortly."""
 
-    result: R = await conn._execute(call)  # type: ignore[no-untyped-call]
-    return result
+
+async def _when_free(
+    db: sqlite3.Connection, work: Callable[[sqlite3.Connection], R], busy_timeout: float
+) -> R:
+    """Run ``work`` under the write lock, waiting for the lock without blocking the loop."""
+    delay = 0.0005
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            return work(db)
+        except _Busy:
+            if time.monotonic() > deadline:
+                raise StoreBusy(
+                    "the SQLite database stayed locked by another writer for "
+                    f"{busy_timeout:.0f} s; is another process holding a long transaction?"
+                ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def _begin_immediate(db: sqlite3.Connection) -> None:
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if _is_busy(exc):
+            raise _Busy from exc
+        raise
 
 
 def _ensure_schema(db: sqlite3.Connection) -> None:
-    db.execute("BEGIN IMMEDIATE")
+    _begin_immediate(db)
     try:
         for statement in _DDL:
             db.execute(statement)
@@ -274,7 +340,7 @@ def _stored(db: sqlite3.Connection, request: AppendRequest) -> list[StoredIdenti
 
 
 def _append(db: sqlite3.Connection, request: AppendRequest) -> AppendResult:
-    db.execute("BEGIN IMMEDIATE")
+    _begin_immediate(db)
     try:
         head = _read_head(db, request)
         if not satisfies(request.expected, head.stream_version):
