@@ -118,10 +118,10 @@ def prepare(
         if event.event_id in seen:
             raise InvalidInput(f"event id {event.event_id} appears twice in one append")
         seen.add(event.event_id)
-        if not isinstance(event.data, (msgspec.Struct, Mapping)):
+        if not isinstance(event.data, (msgspec.Struct, Mapping, msgspec.Raw)):
             raise InvalidInput(
-                f"data of {event.type!r} must be a msgspec Struct or a mapping, "
-                f"got {type(event.data).__name__}"
+                f"data of {event.type!r} must be a msgspec Struct, a mapping or "
+                f"msgspec.Raw (pre-encoded MessagePack), got {type(event.data).__name__}"
             )
         data = encoding.encode_payload(event.data)
         metadata = _EMPTY_METADATA if event.metadata is None else _encode_metadata(event.metadata)
@@ -252,3 +252,18 @@ def inline_statements(
     if request.inline is None:
         return []
     return list(request.inline(recorded(request, sealed, last_position)))
+
+
+def statement_runs(statements: Iterable[Statement]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Consecutive statements with the same SQL, grouped for ``executemany``.
+
+    Order is kept exactly; only neighbours merge, so the effect is the same as
+    running the statements one by one, in far fewer calls into the driver.
+    """
+    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for sql, params in statements:
+        if runs and runs[-1][0] == sql:
+            runs[-1][1].append(params)
+        else:
+            runs.append((sql, [params]))
+    return runs

@@ -55,7 +55,8 @@ def new_event_id() -> uuid.UUID:
 class NewEvent:
     """An event to append: its type, its data and, optionally, metadata and id.
 
-    ``data`` is a msgspec Struct or a mapping of JSON-like values and ``Decimal``s.
+    ``data`` is a msgspec Struct or a mapping of JSON-like values and ``Decimal``s,
+    or ``msgspec.Raw`` holding MessagePack the caller encoded itself.
     Pass ``event_id`` when the caller may retry the append after a lost reply: the
     same id makes the retry a no-op that returns the original result.
     """
@@ -65,7 +66,7 @@ class NewEvent:
     def __init__(
         self,
         type: str,
-        data: msgspec.Struct | Mapping[str, Any],
+        data: msgspec.Struct | Mapping[str, Any] | msgspec.Raw,
         *,
         metadata: Mapping[str, Any] | None = None,
         event_id: uuid.UUID | str | None = None,

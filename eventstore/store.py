@@ -8,7 +8,7 @@ from typing import Any
 
 from . import append as appending
 from . import encoding, validation
-from .append import InlineStep
+from .append import InlineStep, Statement
 from .backends.base import Backend, check_read_args
 from .errors import StoreClosed
 from .records import (
@@ -93,14 +93,39 @@ class EventStore:
         check_read_args(limit, from_seq)
         return await self._open().read_deployment(deployment_id, from_seq, limit)
 
-    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+    async def read_all(
+        self,
+        after_position: int = 0,
+        limit: int = 1000,
+        *,
+        types: Sequence[str] | None = None,
+    ) -> list[RecordedEvent]:
         """The global log after a position, in position order, never skipping a commit.
 
         An empty result means "nothing more is readable yet", not "the end": on
         PostgreSQL, events of a transaction wait until older transactions finish.
+        ``types`` keeps only events of those types (a projection's catch-up).
         """
         check_read_args(limit, after_position)
-        return await self._open().read_all(after_position, limit)
+        if types is not None:
+            types = [validation.check_identifier("event type", t) for t in types]
+            if not types:
+                return []
+        return await self._open().read_all(after_position, limit, types)
+
+    async def execute(self, statements: Sequence[Statement]) -> None:
+        """Run SQL statements (``$1`` placeholders) in one transaction, all or nothing.
+
+        For the tables built from the log (read models); the event table itself
+        refuses changes. ``chronicle_dec_add(a, b)`` and ``chronicle_dec_sub(a, b)``
+        add and subtract exact decimals held as text on both backends.
+        """
+        if statements:
+            await self._open().execute(statements)
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        """Rows of one SQL query with ``$1`` placeholders, on the store's connection."""
+        return await self._open().query(sql, params)
 
     async def stream_version(self, deployment_id: str, stream: str) -> int:
         """The stream's current version; 0 when it has no events."""
@@ -130,7 +155,7 @@ class EventStore:
         position = after_position
         while True:
             backend = self._open()
-            batch = await backend.read_all(position, batch_size)
+            batch = await backend.read_all(position, batch_size, None)
             for event in batch:
                 position = event.position
                 yield event

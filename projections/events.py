@@ -51,6 +51,8 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
+from eventstore.encoding import BIGINT_EXT_CODE, ext_hook, shield_big_ints
+
 __all__ = [
     "BIGINT_EXT_CODE",
     "EVENT_TYPES",
@@ -866,50 +868,25 @@ if len(EVENT_TYPES) != len(_ALL_EVENTS):  # pragma: no cover - a programming err
 # Encoding, decoding, upcasting
 # =============================================================================
 
-BIGINT_EXT_CODE = 1
-"""MessagePack ext type of an integer outside 64 bits: its decimal digits, ASCII."""
-
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns a raw payload of version ``v`` into the raw payload of version ``v + 1``."""
 
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 """``(event_type, from_version) -> upcaster``; chained up to the current version."""
 
-_INT64_MIN = -(2**63)
-_UINT64_MAX = 2**64 - 1
-
 _ENCODER = msgspec.msgpack.Encoder(decimal_format="string")
 
 
-def _ext_hook(code: int, data: memoryview) -> Any:
-    if code == BIGINT_EXT_CODE:
-        return int(bytes(data).decode("ascii"))
-    return msgspec.msgpack.Ext(code, bytes(data))
-
-
-_RAW_DECODER = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
+_RAW_DECODER = msgspec.msgpack.Decoder(ext_hook=ext_hook)
 _DECODERS: dict[type[DomainEvent], msgspec.msgpack.Decoder[Any]] = {}
 
 
 def _decoder_for(cls: type[DomainEvent]) -> msgspec.msgpack.Decoder[Any]:
     decoder = _DECODERS.get(cls)
     if decoder is None:
-        decoder = msgspec.msgpack.Decoder(cls, ext_hook=_ext_hook)
+        decoder = msgspec.msgpack.Decoder(cls, ext_hook=ext_hook)
         _DECODERS[cls] = decoder
     return decoder
-
-
-def _shield_big_ints(value: Any) -> Any:
-    """Replace integers MessagePack cannot hold with :data:`BIGINT_EXT_CODE` exts."""
-    if type(value) is int:
-        if _INT64_MIN <= value <= _UINT64_MAX:
-            return value
-        return msgspec.msgpack.Ext(BIGINT_EXT_CODE, str(value).encode("ascii"))
-    if isinstance(value, dict):
-        return {key: _shield_big_ints(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_shield_big_ints(item) for item in value]
-    return value
 
 
 def encode_event(ev: DomainEvent) -> tuple[str, int, bytes]:
@@ -928,7 +905,7 @@ def encode_event(ev: DomainEvent) -> tuple[str, int, bytes]:
         # A JSON blob holds an integer beyond 64 bits: same bytes, except that
         # integer becomes an ext value the decoder turns back into an int.
         builtins = msgspec.to_builtins(ev, builtin_types=(Decimal, datetime))
-        data = _ENCODER.encode(_shield_big_ints(builtins))
+        data = _ENCODER.encode(shield_big_ints(builtins))
     return cls.event_type, cls.schema_version, data
 
 

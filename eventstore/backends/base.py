@@ -6,9 +6,10 @@ does not decide versions, hashes or idempotency, which live in ``eventstore.appe
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from ..append import AppendRequest
+from ..append import AppendRequest, Statement
 from ..records import AppendResult, Horizon, RecordedEvent
 
 SCHEMA_COMPONENT = "eventstore"
@@ -48,7 +49,15 @@ class Backend(Protocol):
         self, deployment_id: str, from_seq: int, limit: int | None
     ) -> list[RecordedEvent]: ...
 
-    async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]: ...
+    async def read_all(
+        self, after_position: int, limit: int, types: Sequence[str] | None
+    ) -> list[RecordedEvent]: ...
+
+    async def execute(self, statements: Sequence[Statement]) -> None:
+        """Run statements in one transaction: all take effect or none."""
+        ...
+
+    async def query(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]: ...
 
     async def stream_version(self, deployment_id: str, stream: str) -> int: ...
 

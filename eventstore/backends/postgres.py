@@ -38,10 +38,12 @@ from ..append import (
     AppendRequest,
     Head,
     SealedEvent,
+    Statement,
     StoredIdentity,
     inline_statements,
     replayed_result,
     seal,
+    statement_runs,
 )
 from ..errors import (
     ConcurrencyExhausted,
@@ -89,6 +91,14 @@ BEGIN
     RAISE EXCEPTION 'chronicle_events is append-only: % refused', TG_OP
         USING ERRCODE = 'restrict_violation';
 END;
+$$;
+CREATE OR REPLACE FUNCTION chronicle_dec_add(a text, b text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (coalesce(a, '0')::numeric + coalesce(b, '0')::numeric)::text
+$$;
+CREATE OR REPLACE FUNCTION chronicle_dec_sub(a text, b text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (coalesce(a, '0')::numeric - coalesce(b, '0')::numeric)::text
 $$;
 CREATE OR REPLACE FUNCTION chronicle_notify_append() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -345,12 +355,32 @@ class PostgresBackend:
         )
         return await self._fetch(sql, deployment_id, from_seq, limit)
 
-    async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
+    async def read_all(
+        self, after_position: int, limit: int, types: Sequence[str] | None
+    ) -> list[RecordedEvent]:
+        if types is None:
+            sql = (
+                f"{_SELECT} WHERE position > $1 AND position < {_READABLE_BELOW} "
+                "ORDER BY position LIMIT $2"
+            )
+            return await self._fetch(sql, after_position, limit)
         sql = (
             f"{_SELECT} WHERE position > $1 AND position < {_READABLE_BELOW} "
-            "ORDER BY position LIMIT $2"
+            "AND type = ANY($3::text[]) ORDER BY position LIMIT $2"
         )
-        return await self._fetch(sql, after_position, limit)
+        return await self._fetch(sql, after_position, limit, list(types))
+
+    async def execute(self, statements: Sequence[Statement]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            for sql, params in statement_runs(statements):
+                if len(params) == 1:
+                    await conn.execute(sql, *params[0])
+                else:
+                    await conn.executemany(sql, params)
+
+    async def query(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        rows: list[Sequence[Any]] = await self._pool.fetch(sql, *params)
+        return rows
 
     async def stream_version(self, deployment_id: str, stream: str) -> int:
         value = await self._pool.fetchval(

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from .. import encoding
+from .. import decimal_sql, encoding
 from ..append import (
     AppendRequest,
     Head,
@@ -34,6 +34,7 @@ from ..append import (
     inline_statements,
     replayed_result,
     seal,
+    statement_runs,
 )
 from ..errors import InlineStepFailed, SchemaVersionError, StoreBusy, WrongExpectedVersion
 from ..records import AppendResult, Horizon, RecordedEvent
@@ -70,6 +71,24 @@ _DDL = (
     BEFORE UPDATE ON chronicle_events
     BEGIN
         SELECT RAISE(ABORT, 'chronicle_events is append-only: UPDATE refused');
+    END""",
+    # INSERT OR REPLACE deletes the row it collides with without firing DELETE
+    # triggers; so an insert must extend the log: a new position, a new event id,
+    # the next deployment sequence and the next stream version. This also holds
+    # the chains gapless in the database itself, whoever writes.
+    """CREATE TRIGGER IF NOT EXISTS chronicle_events_extend_only
+    BEFORE INSERT ON chronicle_events
+    WHEN (NEW.position > 0  -- an auto-assigned rowid reads as -1 here
+          AND NEW.position <= (SELECT coalesce(max(position), 0) FROM chronicle_events))
+      OR EXISTS (SELECT 1 FROM chronicle_events WHERE event_id = NEW.event_id)
+      OR NEW.deployment_seq <> 1 + (
+          SELECT coalesce(max(deployment_seq), 0) FROM chronicle_events
+          WHERE deployment_id = NEW.deployment_id)
+      OR NEW.stream_version <> 1 + (
+          SELECT coalesce(max(stream_version), 0) FROM chronicle_events
+          WHERE deployment_id = NEW.deployment_id AND stream = NEW.stream)
+    BEGIN
+        SELECT RAISE(ABORT, 'chronicle_events is append-only: an insert must extend the log');
     END""",
     """CREATE TRIGGER IF NOT EXISTS chronicle_events_no_delete
     BEFORE DELETE ON chronicle_events
@@ -174,9 +193,23 @@ class SQLiteBackend:
         )
         return await self._fetch(sql, (deployment_id, from_seq, _limit(limit)))
 
-    async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
-        sql = f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?"
-        return await self._fetch(sql, (after_position, limit))
+    async def read_all(
+        self, after_position: int, limit: int, types: Sequence[str] | None
+    ) -> list[RecordedEvent]:
+        if types is None:
+            sql = f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?"
+            return await self._fetch(sql, (after_position, limit))
+        marks = ",".join("?" * len(types))
+        sql = f"{_SELECT} WHERE position > ? AND type IN ({marks}) ORDER BY position LIMIT ?"
+        return await self._fetch(sql, (after_position, *types, limit))
+
+    async def execute(self, statements: Sequence[Statement]) -> None:
+        await _when_free(self._db, partial(_execute, statements=statements), self._busy_timeout)
+
+    async def query(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        # read models answer point and bounded queries: cheaper here than a thread hop
+        rows: list[Sequence[Any]] = self._db.execute(to_sqlite_placeholders(sql), params).fetchall()
+        return rows
 
     async def stream_version(self, deployment_id: str, stream: str) -> int:
         # a point lookup costs microseconds; a hop to the reader thread would cost more
@@ -227,12 +260,19 @@ def _open_writer(path: str, synchronous: str) -> sqlite3.Connection:
     """
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
+        _register_functions(db)
         db.execute("PRAGMA busy_timeout = 0")
         _set_journal(db, synchronous)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _register_functions(db: sqlite3.Connection) -> None:
+    """SQL functions statements may use on both backends (PostgreSQL defines them in SQL)."""
+    db.create_function("chronicle_dec_add", 2, decimal_sql.dec_add, deterministic=True)
+    db.create_function("chronicle_dec_sub", 2, decimal_sql.dec_sub, deterministic=True)
 
 
 def _set_journal(db: sqlite3.Connection, synchronous: str) -> None:
@@ -320,6 +360,21 @@ def _ensure_schema(db: sqlite3.Connection) -> None:
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
+        raise
+
+
+def _execute(db: sqlite3.Connection, statements: Sequence[Statement]) -> None:
+    _begin_immediate(db)
+    try:
+        for sql, params in statement_runs(statements):
+            if len(params) == 1:
+                db.execute(to_sqlite_placeholders(sql), params[0])
+            else:
+                db.executemany(to_sqlite_placeholders(sql), params)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
 
 

@@ -1,0 +1,59 @@
+"""The store's generic SQL access (for read models), type filters and payload forms."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+import pytest
+
+import eventstore
+from eventstore import EventStore, NewEvent, Statement
+
+TABLE = "CREATE TABLE totals (k TEXT PRIMARY KEY, amount TEXT NOT NULL, n BIGINT NOT NULL)"
+UPSERT = (
+    "INSERT INTO totals (k, amount, n) VALUES ($1, $2, 1) ON CONFLICT (k) DO UPDATE "
+    "SET amount = chronicle_dec_add(totals.amount, excluded.amount), n = totals.n + 1"
+)
+
+
+async def test_execute_runs_statements_atomically(store: EventStore) -> None:
+    await store.execute([Statement(TABLE)])
+    amounts = ["0.1", "0.2", "0.000000000000000001", "12345678901234567890.5"]
+    await store.execute([Statement(UPSERT, ("gas", a)) for a in amounts])
+    rows = await store.query("SELECT amount, n FROM totals WHERE k = $1", ("gas",))
+    assert [tuple(r) for r in rows] == [("12345678901234567890.800000000000000001", 4)]
+    with pytest.raises(Exception):  # noqa: B017 - the driver's own error type differs
+        await store.execute([Statement(UPSERT, ("gas", "1")), Statement("SELECT * FROM nope")])
+    rows = await store.query("SELECT amount, n FROM totals WHERE k = $1", ("gas",))
+    assert [tuple(r) for r in rows] == [("12345678901234567890.800000000000000001", 4)]
+
+
+async def test_decimal_functions_print_like_numeric(store: EventStore) -> None:
+    rows = await store.query(
+        "SELECT chronicle_dec_add($1, $2), chronicle_dec_sub($3, $4), chronicle_dec_add($5, NULL)",
+        ("0E-7", "0", "1", "0.50", "1.10"),
+    )
+    assert tuple(rows[0]) == ("0.0000000", "0.50", "1.10")
+
+
+async def test_read_all_filters_by_type(store: EventStore) -> None:
+    for kind in ("A", "B", "A", "C"):
+        await store.append("dep", "s", [NewEvent(kind, {})])
+    only_a = await store.read_all(0, 100, types=["A"])
+    assert [e.type for e in only_a] == ["A", "A"]
+    assert [e.type for e in await store.read_all(0, 100, types=["B", "C"])] == ["B", "C"]
+    assert await store.read_all(0, 100, types=[]) == []
+    with pytest.raises(eventstore.InvalidIdentifier):
+        await store.read_all(0, 100, types=[""])
+
+
+async def test_pre_encoded_payloads_and_big_integers(store: EventStore) -> None:
+    huge = 1115489085710619414828654646022418608911583149704  # a real 160-bit liquidity
+    await store.append("dep", "s", [NewEvent("Big", {"liquidity": huge, "fee": Decimal("0.3")})])
+    raw = msgspec.msgpack.encode({"already": "encoded"})
+    await store.append("dep", "s", [NewEvent("Raw", msgspec.Raw(raw))])
+    big, pre = await store.read_stream("dep", "s")
+    assert big.data == {"liquidity": huge, "fee": "0.3"}
+    assert pre.raw_data == raw and pre.data == {"already": "encoded"}
+    assert (await store.verify()).ok
