@@ -36,6 +36,7 @@ from .records import (
     VerifyReport,
     new_event_id,
 )
+from .backends.base import Transaction
 from .store import EventStore, chain_fault, connect
 from .url import DEFAULT_URL
 from .validation import DEFAULT_MAX_EVENT_BYTES, MAX_EVENTS_PER_APPEND, MAX_IDENTIFIER_LENGTH
@@ -68,6 +69,7 @@ __all__ = [
     "Statement",
     "StoreBusy",
     "StoreClosed",
+    "Transaction",
     "VerifyReport",
     "WrongExpectedVersion",
     "chain_fault",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Generator, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
 
 from . import append as appending
 from . import encoding, validation
 from .append import InlineStep, Statement
-from .backends.base import Backend, check_read_args
+from .backends.base import Backend, Transaction, check_read_args
 from .errors import StoreClosed
 from .records import (
     AppendResult,
@@ -126,6 +127,14 @@ class EventStore:
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         """Rows of one SQL query with ``$1`` placeholders, on the store's connection."""
         return await self._open().query(sql, params)
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """One write transaction spanning several awaits: statements, queries, log reads.
+
+        For work that must read and write atomically (a rebuild's final swap).
+        Keep it short: on SQLite it holds the database's write lock throughout.
+        """
+        return self._open().transaction()
 
     async def stream_version(self, deployment_id: str, stream: str) -> int:
         """The stream's current version; 0 when it has no events."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import msgspec
@@ -57,3 +58,41 @@ async def test_pre_encoded_payloads_and_big_integers(store: EventStore) -> None:
     assert big.data == {"liquidity": huge, "fee": "0.3"}
     assert pre.raw_data == raw and pre.data == {"already": "encoded"}
     assert (await store.verify()).ok
+
+
+async def test_a_transaction_reads_and_writes_atomically(store: EventStore) -> None:
+    await store.execute([Statement(TABLE)])
+    await store.append("dep", "s", [NewEvent("A", {}), NewEvent("B", {})])
+    async with store.transaction() as tx:
+        events = await tx.read_all(0, 10, ["B"])
+        assert [e.type for e in events] == ["B"]
+        assert [e.deployment_seq for e in await tx.read_deployment("dep", 2)] == [2]
+        await tx.execute([Statement(UPSERT, ("seen", "1.5"))])
+        rows = await tx.query("SELECT amount FROM totals WHERE k = $1", ("seen",))
+        assert rows[0][0] == "1.5"
+    assert (await store.query("SELECT n FROM totals"))[0][0] == 1
+
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.execute([Statement(UPSERT, ("seen", "1"))])
+            raise RuntimeError("changed my mind")
+    assert tuple((await store.query("SELECT amount, n FROM totals"))[0]) == ("1.5", 1)
+
+
+async def test_appends_wait_for_an_open_transaction(store: EventStore) -> None:
+    await store.execute([Statement(TABLE)])
+    order: list[str] = []
+
+    async def append_meanwhile() -> None:
+        await store.append("dep", "s", [NewEvent("A", {})])
+        order.append("append")
+
+    async with store.transaction() as tx:
+        task = asyncio.create_task(append_meanwhile())
+        await asyncio.sleep(0.05)
+        await tx.execute([Statement(UPSERT, ("k", "1"))])
+        order.append("transaction")
+    await asyncio.wait_for(task, 5)
+    if store.backend == "sqlite":  # one writer at a time: the append waited
+        assert order == ["transaction", "append"]
+    assert await store.stream_version("dep", "s") == 1

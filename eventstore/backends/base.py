@@ -7,6 +7,7 @@ does not decide versions, hashes or idempotency, which live in ``eventstore.appe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from ..append import AppendRequest, Statement
@@ -27,6 +28,22 @@ IDENTITY_COLUMNS = (
     "deployment_seq, stream_version"
 )
 """The columns of ``append.StoredIdentity``: what a retried event must match."""
+
+
+class Transaction(Protocol):
+    """One open write transaction: what is done in it commits together or not at all."""
+
+    async def execute(self, statements: Sequence[Statement]) -> None: ...
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]: ...
+
+    async def read_all(
+        self, after_position: int, limit: int, types: Sequence[str] | None = None
+    ) -> list[RecordedEvent]: ...
+
+    async def read_deployment(
+        self, deployment_id: str, from_seq: int, limit: int | None = None
+    ) -> list[RecordedEvent]: ...
 
 
 class Backend(Protocol):
@@ -58,6 +75,8 @@ class Backend(Protocol):
         ...
 
     async def query(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
 
     async def stream_version(self, deployment_id: str, stream: str) -> int: ...
 

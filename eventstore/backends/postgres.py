@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -157,6 +157,9 @@ LEFT JOIN LATERAL (
 
 _READABLE_BELOW = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {_POSITION_SHIFT})"
 _SELECT = f"SELECT {COLUMNS} FROM chronicle_events"
+_READ_DEPLOYMENT = (
+    f"{_SELECT} WHERE deployment_id = $1 AND deployment_seq >= $2 ORDER BY deployment_seq LIMIT $3"
+)
 
 
 def _to_event(row: Sequence[Any]) -> RecordedEvent:
@@ -349,11 +352,7 @@ class PostgresBackend:
     async def read_deployment(
         self, deployment_id: str, from_seq: int, limit: int | None
     ) -> list[RecordedEvent]:
-        sql = (
-            f"{_SELECT} WHERE deployment_id = $1 AND deployment_seq >= $2 "
-            "ORDER BY deployment_seq LIMIT $3"
-        )
-        return await self._fetch(sql, deployment_id, from_seq, limit)
+        return await self._fetch(_READ_DEPLOYMENT, deployment_id, from_seq, limit)
 
     async def read_all(
         self, after_position: int, limit: int, types: Sequence[str] | None
@@ -372,15 +371,16 @@ class PostgresBackend:
 
     async def execute(self, statements: Sequence[Statement]) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            for sql, params in statement_runs(statements):
-                if len(params) == 1:
-                    await conn.execute(sql, *params[0])
-                else:
-                    await conn.executemany(sql, params)
+            await _run_statements(conn, statements)
 
     async def query(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         rows: list[Sequence[Any]] = await self._pool.fetch(sql, *params)
         return rows
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield PostgresTransaction(conn)
 
     async def stream_version(self, deployment_id: str, stream: str) -> int:
         value = await self._pool.fetchval(
@@ -448,6 +448,53 @@ class PostgresBackend:
                 await self._listener.close()
         finally:
             await self._pool.close()
+
+
+async def _run_statements(conn: asyncpg.Connection, statements: Sequence[Statement]) -> None:
+    for sql, params in statement_runs(statements):
+        if len(params) == 1:
+            await conn.execute(sql, *params[0])
+        else:
+            await conn.executemany(sql, params)
+
+
+class PostgresTransaction:
+    """Statements, queries and log reads inside one transaction.
+
+    Log reads here are not held back by the in-flight horizon: the caller sees
+    what its own snapshot sees, which is what a transaction that has locked the
+    tables it is about to change needs (a rebuild's final catch-up, say).
+    """
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statements: Sequence[Statement]) -> None:
+        await _run_statements(self._conn, statements)
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        rows: list[Sequence[Any]] = await self._conn.fetch(sql, *params)
+        return rows
+
+    async def read_all(
+        self, after_position: int, limit: int, types: Sequence[str] | None = None
+    ) -> list[RecordedEvent]:
+        if types is None:
+            sql = f"{_SELECT} WHERE position > $1 ORDER BY position LIMIT $2"
+            rows = await self._conn.fetch(sql, after_position, limit)
+        else:
+            sql = (
+                f"{_SELECT} WHERE position > $1 AND type = ANY($3::text[]) "
+                "ORDER BY position LIMIT $2"
+            )
+            rows = await self._conn.fetch(sql, after_position, limit, list(types))
+        return [_to_event(row) for row in rows]
+
+    async def read_deployment(
+        self, deployment_id: str, from_seq: int, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        rows = await self._conn.fetch(_READ_DEPLOYMENT, deployment_id, from_seq, limit)
+        return [_to_event(row) for row in rows]
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:

@@ -19,7 +19,7 @@ import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -107,6 +107,19 @@ _STREAM_VERSION = (
     "WHERE deployment_id = ? AND stream = ?"
 )
 _SELECT = f"SELECT {COLUMNS} FROM chronicle_events"
+_READ_DEPLOYMENT = (
+    f"{_SELECT} WHERE deployment_id = ? AND deployment_seq >= ? ORDER BY deployment_seq LIMIT ?"
+)
+
+
+def _read_all_sql(
+    after_position: int, limit: int, types: Sequence[str] | None
+) -> tuple[str, tuple[Any, ...]]:
+    if types is None:
+        return f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?", (after_position, limit)
+    marks = ",".join("?" * len(types))
+    sql = f"{_SELECT} WHERE position > ? AND type IN ({marks}) ORDER BY position LIMIT ?"
+    return sql, (after_position, *types, limit)
 
 
 def _to_event(row: Sequence[Any]) -> RecordedEvent:
@@ -133,15 +146,20 @@ class SQLiteBackend:
     def __init__(
         self,
         db: sqlite3.Connection,
+        read_db: sqlite3.Connection,
         reader: aiosqlite.Connection,
         poll_interval: float,
         busy_timeout: float,
     ) -> None:
-        self._db = db
-        self._reader = reader
+        self._db = db  # writes, on the loop thread
+        self._read_db = read_db  # point reads, on the loop thread; sees only commits
+        self._reader = reader  # scans, on aiosqlite's thread
         self._poll_interval = poll_interval
         self._busy_timeout = busy_timeout
         self._appended = asyncio.Event()
+        # Writes never await inside their transaction, except an explicit
+        # ``transaction()``; this lock keeps every other write out while one is open.
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -155,14 +173,24 @@ class SQLiteBackend:
         db = _open_writer(path, synchronous)
         try:
             await _when_free(db, _ensure_schema, busy_timeout)
-            reader = await _open_reader(path, synchronous)
+            read_db = _open_writer(path, synchronous)
         except BaseException:
             db.close()
             raise
-        return cls(db, reader, poll_interval, busy_timeout)
+        try:
+            reader = await _open_reader(path, synchronous)
+        except BaseException:
+            db.close()
+            read_db.close()
+            raise
+        return cls(db, read_db, reader, poll_interval, busy_timeout)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], R]) -> R:
+        async with self._write_lock:
+            return await _when_free(self._db, work, self._busy_timeout)
 
     async def append(self, request: AppendRequest) -> AppendResult:
-        result = await _when_free(self._db, partial(_append, request=request), self._busy_timeout)
+        result = await self._write(partial(_append, request=request))
         if not result.replayed:
             self._appended.set()
             self._appended = asyncio.Event()
@@ -187,33 +215,39 @@ class SQLiteBackend:
     async def read_deployment(
         self, deployment_id: str, from_seq: int, limit: int | None
     ) -> list[RecordedEvent]:
-        sql = (
-            f"{_SELECT} WHERE deployment_id = ? AND deployment_seq >= ? "
-            "ORDER BY deployment_seq LIMIT ?"
-        )
-        return await self._fetch(sql, (deployment_id, from_seq, _limit(limit)))
+        return await self._fetch(_READ_DEPLOYMENT, (deployment_id, from_seq, _limit(limit)))
 
     async def read_all(
         self, after_position: int, limit: int, types: Sequence[str] | None
     ) -> list[RecordedEvent]:
-        if types is None:
-            sql = f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?"
-            return await self._fetch(sql, (after_position, limit))
-        marks = ",".join("?" * len(types))
-        sql = f"{_SELECT} WHERE position > ? AND type IN ({marks}) ORDER BY position LIMIT ?"
-        return await self._fetch(sql, (after_position, *types, limit))
+        return await self._fetch(*_read_all_sql(after_position, limit, types))
 
     async def execute(self, statements: Sequence[Statement]) -> None:
-        await _when_free(self._db, partial(_execute, statements=statements), self._busy_timeout)
+        await self._write(partial(_execute, statements=statements))
 
     async def query(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         # read models answer point and bounded queries: cheaper here than a thread hop
-        rows: list[Sequence[Any]] = self._db.execute(to_sqlite_placeholders(sql), params).fetchall()
+        cursor = self._read_db.execute(to_sqlite_placeholders(sql), params)
+        rows: list[Sequence[Any]] = cursor.fetchall()
         return rows
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
+        async with self._write_lock:
+            await _when_free(self._db, _begin_immediate, self._busy_timeout)
+            try:
+                yield SQLiteTransaction(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        self._appended.set()
+        self._appended = asyncio.Event()
 
     async def stream_version(self, deployment_id: str, stream: str) -> int:
         # a point lookup costs microseconds; a hop to the reader thread would cost more
-        return int(self._db.execute(_STREAM_VERSION, (deployment_id, stream)).fetchone()[0])
+        row = self._read_db.execute(_STREAM_VERSION, (deployment_id, stream)).fetchone()
+        return int(row[0])
 
     async def deployment_ids(self) -> list[str]:
         rows = await self._reader.execute_fetchall(
@@ -237,11 +271,38 @@ class SQLiteBackend:
         try:
             await self._reader.close()
         finally:
+            self._read_db.close()
             self._db.close()
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[RecordedEvent]:
         rows = await self._reader.execute_fetchall(sql, params)
         return [_to_event(row) for row in rows]
+
+
+class SQLiteTransaction:
+    """Statements, queries and log reads inside one write transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    async def execute(self, statements: Sequence[Statement]) -> None:
+        _run_statements(self._db, statements)
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        rows: list[Sequence[Any]] = self._db.execute(to_sqlite_placeholders(sql), params).fetchall()
+        return rows
+
+    async def read_all(
+        self, after_position: int, limit: int, types: Sequence[str] | None = None
+    ) -> list[RecordedEvent]:
+        sql, params = _read_all_sql(after_position, limit, types)
+        return [_to_event(row) for row in self._db.execute(sql, params)]
+
+    async def read_deployment(
+        self, deployment_id: str, from_seq: int, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        params = (deployment_id, from_seq, _limit(limit))
+        return [_to_event(row) for row in self._db.execute(_READ_DEPLOYMENT, params)]
 
 
 def _limit(limit: int | None) -> int:
@@ -363,14 +424,18 @@ def _ensure_schema(db: sqlite3.Connection) -> None:
         raise
 
 
+def _run_statements(db: sqlite3.Connection, statements: Sequence[Statement]) -> None:
+    for sql, params in statement_runs(statements):
+        if len(params) == 1:
+            db.execute(to_sqlite_placeholders(sql), params[0])
+        else:
+            db.executemany(to_sqlite_placeholders(sql), params)
+
+
 def _execute(db: sqlite3.Connection, statements: Sequence[Statement]) -> None:
     _begin_immediate(db)
     try:
-        for sql, params in statement_runs(statements):
-            if len(params) == 1:
-                db.execute(to_sqlite_placeholders(sql), params[0])
-            else:
-                db.executemany(to_sqlite_placeholders(sql), params)
+        _run_statements(db, statements)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
