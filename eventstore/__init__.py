@@ -9,6 +9,7 @@ chains each deployment's events by hash, and hands them back in order.
 """
 
 from .append import InlineStep, Statement
+from .backends.base import Transaction
 from .errors import (
     BatchTooLarge,
     ConcurrencyExhausted,
@@ -36,7 +37,6 @@ from .records import (
     VerifyReport,
     new_event_id,
 )
-from .backends.base import Transaction
 from .store import EventStore, chain_fault, connect
 from .url import DEFAULT_URL
 from .validation import DEFAULT_MAX_EVENT_BYTES, MAX_EVENTS_PER_APPEND, MAX_IDENTIFIER_LENGTH
