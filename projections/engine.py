@@ -1,0 +1,570 @@
+"""Running projections: inline with appends, asynchronously behind the log, and rebuilds.
+
+The catalog table ``chronicle_projections`` holds, per projection, the version
+and table generation that are live, the checkpoint (last global position
+applied, for projections the projector runs) and the state of a rebuild in
+progress. Every change to a projection's rows commits in the same transaction
+as the catalog change that accounts for it, so a crash can neither lose an event
+nor apply one twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+import eventstore
+from eventstore import (
+    AppendResult,
+    EventStore,
+    ExpectedVersion,
+    InlineStepFailed,
+    NewEvent,
+    RecordedEvent,
+    Statement,
+)
+from eventstore.encoding import now_micros
+
+from .errors import ProjectionFailed, ProjectionOutdated, ProjectionWriteRefused
+from .events import DomainEvent, decode_event, encode_event
+from .projection import Projection
+
+CATALOG = "chronicle_projections"
+_CATALOG_DDL = f"""CREATE TABLE IF NOT EXISTS {CATALOG} (
+    name TEXT PRIMARY KEY,
+    version BIGINT NOT NULL,
+    generation BIGINT NOT NULL,
+    checkpoint BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    shadow_version BIGINT,
+    shadow_generation BIGINT,
+    shadow_checkpoint BIGINT,
+    shadow_scope TEXT,
+    updated_at BIGINT NOT NULL
+)"""
+_CATALOG_COLUMNS = (
+    "name, version, generation, checkpoint, status, error, shadow_version, "
+    "shadow_generation, shadow_checkpoint, shadow_scope"
+)
+
+Progress = Callable[[str, int], None]
+"""Called as ``progress(projection_name, events_replayed_so_far)`` during a rebuild."""
+
+
+class CatalogRow(msgspec.Struct, frozen=True):
+    name: str
+    version: int
+    generation: int
+    checkpoint: int
+    status: str
+    error: str | None
+    shadow_version: int | None
+    shadow_generation: int | None
+    shadow_checkpoint: int | None
+    shadow_scope: str | None
+
+
+class RebuildReport(msgspec.Struct, frozen=True):
+    projection: str
+    events: int
+    seconds: float
+    resumed_from: int
+    deployment_id: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+class ProjectionEngine:
+    """Keeps a store's read models in step with its log.
+
+    Writers append domain events through :meth:`append`; inline projections
+    apply them in the same transaction. Projections named in ``run_async`` are
+    applied by :meth:`run_projector` / :meth:`catch_up` instead.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        projections: Sequence[type[Projection]],
+        *,
+        run_async: Iterable[str] = (),
+        on_version_change: Literal["rebuild", "refuse"] = "rebuild",
+    ) -> None:
+        self.store = store
+        self._classes = {cls.name: cls for cls in projections}
+        if len(self._classes) != len(projections):
+            raise ValueError("two projections share a name")
+        tables = [table.name for cls in projections for table in cls.tables]
+        if len(set(tables)) != len(tables):
+            raise ValueError("two projections share a table name")
+        self._async = frozenset(run_async)
+        unknown = self._async - self._classes.keys()
+        if unknown:
+            raise ValueError(f"unknown projections to run asynchronously: {sorted(unknown)}")
+        self._on_version_change = on_version_change
+        self._live = {name: cls() for name, cls in self._classes.items()}
+        self._inline_by_type: dict[str, list[Projection]] = defaultdict(list)
+        for name, projection in self._live.items():
+            if name not in self._async:
+                for event_type in projection.event_types():
+                    self._inline_by_type[event_type].append(projection)
+        self._outdated: dict[str, str] = {}
+        self.unhandled_skipped = 0
+
+    # -- start-up -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create what is missing; rebuild (or refuse) projections whose version changed."""
+        async with self.store.transaction() as tx:
+            if self.store.backend == "postgresql":  # concurrent first starts
+                await tx.query("SELECT pg_advisory_xact_lock(hashtext('chronicle-projections'))")
+            await tx.execute([Statement(_CATALOG_DDL)])
+            catalog = await _catalog(tx)
+            for name, cls in self._classes.items():
+                if name in catalog:
+                    continue
+                statements = [s for t in cls.tables for s in t.create(t.physical(), 1)]
+                statements.append(_insert_catalog(name, cls.version))
+                await tx.execute(statements)
+        catalog = await self.catalog()
+        for name, cls in self._classes.items():
+            row = catalog[name]
+            stale = row.version != cls.version
+            fresh_but_behind = (
+                row.generation == 1 and row.checkpoint == 0 and (await self._log_has(cls))
+            )
+            if not (stale or fresh_but_behind):
+                continue
+            if stale and self._on_version_change == "refuse":
+                self._outdated[name] = (
+                    f"projection {name!r} holds version {row.version} but this code builds "
+                    f"version {cls.version}; run `chronicle rebuild --projection {name}`"
+                )
+                continue
+            if fresh_but_behind and not stale and row.status == "live" and name in self._async:
+                continue  # the projector catches up from checkpoint 0 by itself
+            await self.rebuild(name)
+
+    async def _log_has(self, cls: type[Projection]) -> bool:
+        return bool(await self.store.read_all(0, 1, types=cls.event_types()))
+
+    async def catalog(self) -> dict[str, CatalogRow]:
+        return await _catalog(self.store)
+
+    def live(self, name: str) -> Projection:
+        """The live projection ``name``, for its queries; refuses an outdated one."""
+        reason = self._outdated.get(name)
+        if reason is not None:
+            raise ProjectionOutdated(reason)
+        return self._live[name]
+
+    # -- writing ------------------------------------------------------------------
+
+    async def append(
+        self,
+        deployment_id: str,
+        stream: str,
+        events: Sequence[DomainEvent],
+        *,
+        expected_version: ExpectedVersion | int = ExpectedVersion.ANY,
+        metadata: dict[str, Any] | None = None,
+        event_ids: Sequence[Any] | None = None,
+    ) -> AppendResult:
+        """Append domain events; inline projections apply them in the same commit."""
+        new_events = []
+        for index, event in enumerate(events):
+            event_type, schema_version, data = encode_event(event)
+            new_events.append(
+                NewEvent(
+                    event_type,
+                    msgspec.Raw(data),
+                    metadata=metadata,
+                    schema_version=schema_version,
+                    event_id=None if event_ids is None else event_ids[index],
+                )
+            )
+        inline = {
+            projection.name
+            for event in events
+            for projection in self._inline_by_type.get(type(event).event_type, ())
+        }
+        for name in inline:
+            self.live(name)  # an outdated inline projection must not take writes
+        step = (lambda recorded: self._inline_statements(events, recorded)) if inline else None
+        try:
+            return await self.store.append(
+                deployment_id, stream, new_events, expected_version=expected_version, inline=step
+            )
+        except InlineStepFailed as failure:
+            raise await self._explain(failure, events) from failure
+
+    def _inline_statements(
+        self, events: Sequence[DomainEvent], recorded: Sequence[RecordedEvent]
+    ) -> list[Statement]:
+        statements: list[Statement] = []
+        for event, record in zip(events, recorded, strict=True):
+            for projection in self._inline_by_type.get(record.type, ()):
+                statements.extend(projection.apply(event, record))
+        return statements
+
+    async def _explain(self, failure: InlineStepFailed, events: Sequence[DomainEvent]) -> Exception:
+        for event in events:
+            for projection in self._inline_by_type.get(type(event).event_type, ()):
+                explain = getattr(projection, "explain", None)
+                if explain is not None:
+                    error = await explain(self.store, failure, event)
+                    if error is not None:
+                        return error  # type: ignore[no-any-return]
+        return ProjectionWriteRefused(
+            f"a read model refused the write ({failure.cause}); nothing was written"
+        )
+
+    # -- the projector (asynchronous projections) -----------------------------------
+
+    async def catch_up(self, batch_size: int = 1000) -> int:
+        """Apply everything readable to the asynchronous projections; events applied."""
+        total = 0
+        for name in sorted(self._async):
+            total += await self._follow(name, batch_size, forever=False, idle=0.0)
+        return total
+
+    async def run_projector(self, *, batch_size: int = 1000, idle_timeout: float = 0.5) -> None:
+        """Follow the log forever, one task per asynchronous projection.
+
+        A projection whose event fails to apply stops (marked ``failed`` in the
+        catalog, with the event's position and type); the others go on.
+        """
+        tasks = [
+            asyncio.create_task(self._follow(name, batch_size, forever=True, idle=idle_timeout))
+            for name in sorted(self._async)
+        ]
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _follow(self, name: str, batch_size: int, *, forever: bool, idle: float) -> int:
+        projection = self._live[name]
+        types = projection.event_types()
+        applied = 0
+        while True:
+            row = (await self.catalog())[name]
+            if row.status == "failed":
+                return applied
+            batch = await self.store.read_all(row.checkpoint, batch_size, types=types)
+            if batch:
+                try:
+                    applied += await self._apply_batch(projection, row, batch)
+                except ProjectionFailed:
+                    return applied
+                continue
+            if not forever:
+                return applied
+            await asyncio.sleep(idle)
+
+    async def _apply_batch(
+        self, projection: Projection, row: CatalogRow, batch: Sequence[RecordedEvent]
+    ) -> int:
+        try:
+            await self._commit_batch(projection, row, batch)
+            return len(batch)
+        except _CheckpointMoved:
+            return 0
+        except Exception:
+            if len(batch) == 1:
+                raise
+        # find the event that fails: commit the good ones before it, one by one
+        for index, record in enumerate(batch):
+            current = (await self.catalog())[projection.name]
+            try:
+                await self._commit_batch(projection, current, [record])
+            except _CheckpointMoved:
+                return index
+            except Exception as exc:
+                await self._mark_failed(projection.name, record, exc)
+                raise ProjectionFailed(_failure_text(projection.name, record, exc)) from exc
+        return len(batch)
+
+    async def _commit_batch(
+        self, projection: Projection, row: CatalogRow, batch: Sequence[RecordedEvent]
+    ) -> None:
+        statements: list[Statement] = []
+        for record in batch:
+            event = decode_event(record.type, record.schema_version, record.raw_data)
+            statements.extend(projection.apply(event, record))
+        async with self.store.transaction() as tx:
+            moved = await tx.query(
+                f"UPDATE {CATALOG} SET checkpoint = $1, updated_at = $2 "
+                "WHERE name = $3 AND checkpoint = $4 AND generation = $5 AND status = 'live' "
+                "RETURNING name",
+                (batch[-1].position, now_micros(), projection.name, row.checkpoint, row.generation),
+            )
+            if not moved:
+                raise _CheckpointMoved
+            await tx.execute(statements)
+
+    async def _mark_failed(self, name: str, record: RecordedEvent, exc: BaseException) -> None:
+        await self.store.execute(
+            [
+                Statement(
+                    f"UPDATE {CATALOG} SET status = 'failed', error = $1, updated_at = $2 "
+                    "WHERE name = $3",
+                    (_failure_text(name, record, exc), now_micros(), name),
+                )
+            ]
+        )
+
+    async def reset_failed(self, name: str) -> None:
+        """Let a failed projection run again (after the cause was fixed)."""
+        await self.store.execute(
+            [
+                Statement(
+                    f"UPDATE {CATALOG} SET status = 'live', error = NULL, updated_at = $1 "
+                    "WHERE name = $2 AND status = 'failed'",
+                    (now_micros(), name),
+                )
+            ]
+        )
+
+    # -- rebuilding -----------------------------------------------------------------
+
+    async def rebuild(
+        self,
+        name: str | None = None,
+        *,
+        deployment_id: str | None = None,
+        batch_size: int = 5000,
+        progress: Progress | None = None,
+    ) -> list[RebuildReport]:
+        """Rebuild one projection (or all) into shadow tables, then swap them in.
+
+        Live tables keep answering until the swap, which is one transaction. An
+        interrupted rebuild resumes from its last committed batch when called
+        again with the same projection, version and scope.
+        """
+        names = [name] if name is not None else sorted(self._classes)
+        for each in names:
+            if each not in self._classes:
+                raise KeyError(f"unknown projection {each!r}; known: {sorted(self._classes)}")
+        if deployment_id is not None:
+            eventstore.validation.check_identifier("deployment_id", deployment_id)
+        reports = []
+        for each in names:
+            reports.append(await self._rebuild_one(each, deployment_id, batch_size, progress))
+            self._outdated.pop(each, None)
+        return reports
+
+    async def _rebuild_one(
+        self, name: str, deployment_id: str | None, batch_size: int, progress: Progress | None
+    ) -> RebuildReport:
+        cls = self._classes[name]
+        shadow = cls(shadow=True)
+        types = cls.event_types()
+        scope = deployment_id or ""
+        started = time.perf_counter()
+        row = (await self.catalog())[name]
+        if (
+            row.status == "rebuilding"
+            and row.shadow_version == cls.version
+            and row.shadow_scope == scope
+            and row.shadow_generation is not None
+        ):
+            checkpoint = row.shadow_checkpoint or 0
+            generation = row.shadow_generation
+        else:
+            checkpoint = 0
+            generation = max(row.generation, row.shadow_generation or 0) + 1
+            statements = [Statement(f"DROP TABLE IF EXISTS {t.physical(True)}") for t in cls.tables]
+            for table in cls.tables:
+                statements.extend(table.create(table.physical(True), generation))
+            statements.append(
+                Statement(
+                    f"UPDATE {CATALOG} SET status = 'rebuilding', shadow_version = $1, "
+                    "shadow_generation = $2, shadow_checkpoint = 0, shadow_scope = $3, "
+                    "updated_at = $4 WHERE name = $5",
+                    (cls.version, generation, scope, now_micros(), name),
+                )
+            )
+            await self.store.execute(statements)
+        resumed_from = checkpoint
+        replayed = 0
+        # an asynchronous projection's rows for one deployment may not run ahead of
+        # the projector, or it would apply those events a second time
+        limit = row.checkpoint if deployment_id is not None and name in self._async else None
+        while True:
+            batch = await self._rebuild_batch(deployment_id, checkpoint, batch_size, types)
+            full = len(batch) == batch_size
+            if limit is not None:
+                batch = _up_to(batch, limit)
+                full = full and len(batch) == batch_size
+            if not batch:
+                break
+            statements = _apply_all(shadow, batch, types)
+            checkpoint = _checkpoint_of(batch, deployment_id)
+            statements.append(
+                Statement(
+                    f"UPDATE {CATALOG} SET shadow_checkpoint = $1, updated_at = $2 WHERE name = $3",
+                    (checkpoint, now_micros(), name),
+                )
+            )
+            await self.store.execute(statements)
+            replayed += sum(1 for e in batch if e.type in types)
+            if progress is not None:
+                progress(name, replayed)
+            if not full:
+                break
+        replayed += await self._swap(cls, shadow, deployment_id, checkpoint, types)
+        return RebuildReport(
+            name, replayed, time.perf_counter() - started, resumed_from, deployment_id
+        )
+
+    async def _rebuild_batch(
+        self, deployment_id: str | None, checkpoint: int, batch_size: int, types: Sequence[str]
+    ) -> list[RecordedEvent]:
+        if deployment_id is None:
+            return await self.store.read_all(checkpoint, batch_size, types=types)
+        return await self.store.read_deployment(deployment_id, checkpoint + 1, batch_size)
+
+    async def _swap(
+        self,
+        cls: type[Projection],
+        shadow: Projection,
+        deployment_id: str | None,
+        checkpoint: int,
+        types: Sequence[str],
+    ) -> int:
+        """Apply the log's tail and put the shadow tables in place, in one transaction."""
+        name = cls.name
+        live_tables = [t.physical() for t in cls.tables]
+        tail = 0
+        async with self.store.transaction() as tx:
+            if self.store.backend == "postgresql":
+                # writers wait here; whatever they committed before is in the tail below
+                await tx.query(f"LOCK TABLE {', '.join(live_tables)} IN ACCESS EXCLUSIVE MODE")
+            row = (await _catalog(tx))[name]
+            last_position = row.checkpoint
+            while True:
+                if deployment_id is None:
+                    batch = await tx.read_all(checkpoint, 5000, types)
+                else:
+                    batch = await tx.read_deployment(deployment_id, checkpoint + 1, 5000)
+                    if name in self._async:  # the projector has not seen past its checkpoint
+                        batch = _up_to(batch, row.checkpoint)
+                if not batch:
+                    break
+                await tx.execute(_apply_all(shadow, batch, types))
+                checkpoint = _checkpoint_of(batch, deployment_id)
+                if deployment_id is None:
+                    last_position = checkpoint
+                tail += sum(1 for e in batch if e.type in types)
+                if deployment_id is not None and len(batch) < 5000:
+                    break
+            statements: list[Statement] = []
+            if deployment_id is None:
+                for table in cls.tables:
+                    live, staged = table.physical(), table.physical(True)
+                    statements.append(Statement(f"DROP TABLE IF EXISTS {live}"))
+                    statements.append(Statement(f"ALTER TABLE {staged} RENAME TO {live}"))
+                statements.append(
+                    Statement(
+                        f"UPDATE {CATALOG} SET version = shadow_version, "
+                        "generation = shadow_generation, checkpoint = $1, status = 'live', "
+                        "error = NULL, shadow_version = NULL, shadow_generation = NULL, "
+                        "shadow_checkpoint = NULL, shadow_scope = NULL, updated_at = $2 "
+                        "WHERE name = $3",
+                        (last_position, now_micros(), name),
+                    )
+                )
+            else:
+                for table in cls.tables:
+                    live, staged = table.physical(), table.physical(True)
+                    statements += [
+                        Statement(f"DELETE FROM {live} WHERE deployment_id = $1", (deployment_id,)),
+                        Statement(f"INSERT INTO {live} SELECT * FROM {staged}"),
+                        Statement(f"DROP TABLE {staged}"),
+                    ]
+                statements.append(
+                    Statement(
+                        f"UPDATE {CATALOG} SET status = 'live', shadow_version = NULL, "
+                        "shadow_generation = NULL, shadow_checkpoint = NULL, shadow_scope = NULL, "
+                        "updated_at = $1 WHERE name = $2",
+                        (now_micros(), name),
+                    )
+                )
+            await tx.execute(statements)
+        return tail
+
+    # -- reporting ------------------------------------------------------------------
+
+    async def unhandled_counts(self) -> dict[str, int]:
+        """Events in the log of types no projection handles: counted, never applied."""
+        handled = sorted({t for cls in self._classes.values() for t in cls.event_types()})
+        marks = ", ".join(f"${i}" for i in range(1, len(handled) + 1))
+        rows = await self.store.query(
+            f"SELECT type, count(*) FROM chronicle_events WHERE type NOT IN ({marks}) "
+            "GROUP BY type ORDER BY type",
+            handled,
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+
+class _CheckpointMoved(Exception):
+    """Another projector (or a rebuild's swap) moved the checkpoint first."""
+
+
+def _apply_all(
+    projection: Projection, batch: Sequence[RecordedEvent], types: Sequence[str]
+) -> list[Statement]:
+    wanted = set(types)
+    statements: list[Statement] = []
+    for record in batch:
+        if record.type not in wanted:
+            continue
+        event = decode_event(record.type, record.schema_version, record.raw_data)
+        statements.extend(projection.apply(event, record))
+    return statements
+
+
+def _up_to(batch: Sequence[RecordedEvent], position: int) -> list[RecordedEvent]:
+    """The leading events of a deployment-ordered batch at or below ``position``."""
+    kept = []
+    for event in batch:
+        if event.position > position:
+            break
+        kept.append(event)
+    return kept
+
+
+def _checkpoint_of(batch: Sequence[RecordedEvent], deployment_id: str | None) -> int:
+    last = batch[-1]
+    return last.position if deployment_id is None else last.deployment_seq
+
+
+def _failure_text(name: str, record: RecordedEvent, exc: BaseException) -> str:
+    return (
+        f"projection {name!r} stopped at position {record.position} "
+        f"({record.type}, deployment {record.deployment_id!r} #{record.deployment_seq}): "
+        f"{type(exc).__name__}: {exc}"
+    )
+
+
+def _insert_catalog(name: str, version: int) -> Statement:
+    return Statement(
+        f"INSERT INTO {CATALOG} (name, version, generation, checkpoint, status, updated_at) "
+        "VALUES ($1, $2, 1, 0, 'live', $3) ON CONFLICT (name) DO NOTHING",
+        (name, version, now_micros()),
+    )
+
+
+async def _catalog(source: Any) -> dict[str, CatalogRow]:
+    rows = await source.query(f"SELECT {_CATALOG_COLUMNS} FROM {CATALOG}")
+    return {row[0]: CatalogRow(*row) for row in rows}
