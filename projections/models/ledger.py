@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
@@ -229,6 +229,9 @@ class LedgerProjection(Projection):
         return Decimal(rows[0][0]) if rows else Decimal("0")
 
 
+_EXACT = Context(prec=1000)  # amounts are exact: never round to the default 28 digits
+
+
 def _lenient(value: Decimal | None) -> Decimal:
     if value is None or not value.is_finite():
         return Decimal("0")
@@ -269,7 +272,7 @@ def _anchor_value(entry: LedgerEntry) -> str | None:
         price = _parse(quote.get("price_usd"))
         if price == 0:
             continue
-        total += amount * price
+        total = _EXACT.add(total, _EXACT.multiply(amount, price))
     return str(total) if total > 0 else None
 
 

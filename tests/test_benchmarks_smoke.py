@@ -1,0 +1,53 @@
+"""Keep ``benchmarks/eventstore_bench.py`` from rotting: run it for a moment on SQLite.
+
+Asserts on the shape of the report only, never on speed. Skipped when the
+benchmark-only peer (``pip install -e '.[bench]'``) is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("eventsourcing")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import eventstore_bench as bench
+
+TINY = bench.Settings(
+    write_seconds=0.05, read_seconds=0.02, warmup_seconds=0.01, repetitions=1, concurrency=4
+)
+
+
+def test_payloads_are_realistic_ledger_entries() -> None:
+    sizes = bench.payload_sizes(bench.make_payloads(64))
+    assert 200 <= sizes["min"] <= sizes["max"] <= 400
+
+
+async def test_sqlite_suite_reports_both_libraries_and_the_aims() -> None:
+    report = await bench.run(["sqlite"], TINY, bench.DEFAULT_PG_DSN, "smoke")
+    json.dumps(report)  # the whole report is plain JSON
+    result = report["results"]["sqlite"]
+    for side in ("chronicle", "eventsourcing"):
+        figures = result[side]
+        assert figures["single_append_per_s"]["median"] > 0
+        assert figures["concurrent4_append_per_s"]["median"] > 0
+        assert figures["batch100_events_per_s"]["median"] > 0
+        assert figures["read_all_events_per_s"]["median"] > 0
+    assert result["read_back_complete"]
+    assert set(result["ratios"]) >= {"single_append_ratio", "batch100_ratio"}
+    assert result["baseline"]["sqlite3_single_row_commits_per_s"]["median"] > 0
+    durability = report["durability"]["sqlite"]
+    assert durability["eventsourcing"]["observed"]["synchronous"] == "FULL"
+    aims = {aim["id"]: aim for aim in report["aims"]}
+    assert aims["sqlite_single_append"]["status"] in ("pass", "fail")
+    assert aims["postgresql_batch_append"]["status"] == "not run"
+
+
+def test_command_line_parses() -> None:
+    args = bench.parse_args(["--backend", "sqlite", "--quick", "--out", "x.json"])
+    assert (args.backend, args.quick, str(args.out)) == ("sqlite", True, "x.json")
