@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from . import encoding
+from .errors import InvalidInput
 
 T = TypeVar("T")
 
@@ -83,8 +84,6 @@ class NewEvent:
 
 
 def _coerce_event_id(event_id: uuid.UUID | str | None) -> uuid.UUID:
-    from .errors import InvalidInput
-
     if event_id is None:
         return new_event_id()
     if isinstance(event_id, uuid.UUID):

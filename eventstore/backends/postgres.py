@@ -56,11 +56,13 @@ from ..validation import satisfies
 from .base import COLUMNS, IDENTITY_COLUMNS, SCHEMA_COMPONENT, SCHEMA_VERSION, stream_start
 
 NOTIFY_CHANNEL = "chronicle_events"
+_NOTIFY_DELAY = 0.002
+"""Appends within this many seconds share one notification to other processes."""
 _POSITION_SHIFT = 16
 _MAX_ATTEMPTS = 64
 _HEAD_CACHE_SIZE = 10_000
 
-_DDL = f"""
+_DDL = """
 CREATE TABLE IF NOT EXISTS chronicle_schema (
     component text PRIMARY KEY,
     version integer NOT NULL
@@ -100,13 +102,6 @@ CREATE OR REPLACE FUNCTION chronicle_dec_sub(a text, b text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT (coalesce(a, '0')::numeric - coalesce(b, '0')::numeric)::text
 $$;
-CREATE OR REPLACE FUNCTION chronicle_notify_append() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('{NOTIFY_CHANNEL}', TG_TABLE_SCHEMA);
-    RETURN NULL;
-END;
-$$;
 DROP TRIGGER IF EXISTS chronicle_events_no_change ON chronicle_events;
 CREATE TRIGGER chronicle_events_no_change
     BEFORE UPDATE OR DELETE ON chronicle_events
@@ -115,10 +110,6 @@ DROP TRIGGER IF EXISTS chronicle_events_no_truncate ON chronicle_events;
 CREATE TRIGGER chronicle_events_no_truncate
     BEFORE TRUNCATE ON chronicle_events
     FOR EACH STATEMENT EXECUTE FUNCTION chronicle_refuse_change();
-DROP TRIGGER IF EXISTS chronicle_events_notify ON chronicle_events;
-CREATE TRIGGER chronicle_events_notify
-    AFTER INSERT ON chronicle_events
-    FOR EACH STATEMENT EXECUTE FUNCTION chronicle_notify_append();
 """
 
 _INSERT = f"""
@@ -179,6 +170,9 @@ class PostgresBackend:
         self._listener: asyncpg.Connection | None = None
         self._listener_lock = asyncio.Lock()
         self._appended = asyncio.Event()
+        self._notify_pending = False
+        self._notify_timer: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(
@@ -242,6 +236,7 @@ class PostgresBackend:
                     continue
                 last = sealed[-1]
                 self._remember(request, last.deployment_seq, last.hash, last.stream_version)
+                self._announce()
                 return AppendResult(last.stream_version, position, last.deployment_seq)
         raise ConcurrencyExhausted(
             f"append to {request.deployment_id!r}/{request.stream!r} lost the race for the "
@@ -437,12 +432,44 @@ class PostgresBackend:
             self._listener = await asyncpg.connect(self._dsn)
             await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
 
+    def _announce(self) -> None:
+        """Wake this process's subscribers now, and other processes' shortly.
+
+        A NOTIFY inside the append would make every append's commit queue behind
+        the server's single notification lock, which held 16 concurrent writers to
+        about the rate of one. So the notification is its own statement, sent
+        after the commit and shared by every append of the next few milliseconds;
+        subscribers also poll, so a lost notification only delays them.
+        """
+        self._appended.set()
+        self._appended = asyncio.Event()
+        if self._notify_pending or self._pool.is_closing():
+            return
+        self._notify_pending = True
+        self._notify_timer = asyncio.get_running_loop().call_later(
+            _NOTIFY_DELAY, self._spawn_notify
+        )
+
+    def _spawn_notify(self) -> None:
+        task = asyncio.ensure_future(self._send_notify())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_notify(self) -> None:
+        self._notify_pending = False
+        with contextlib.suppress(Exception):  # best effort: subscribers poll as well
+            await self._pool.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, self._schema)
+
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
         if payload == self._schema:
             self._appended.set()
             self._appended = asyncio.Event()
 
     async def close(self) -> None:
+        if self._notify_timer is not None:
+            self._notify_timer.cancel()
+        for task in list(self._background):
+            task.cancel()
         try:
             if self._listener is not None:
                 await self._listener.close()
