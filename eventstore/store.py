@@ -128,6 +128,14 @@ class EventStore:
         """Rows of one SQL query with ``$1`` placeholders, on the store's connection."""
         return await self._open().query(sql, params)
 
+    def query_sync(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        """A blocking read, for synchronous callers (possibly inside a running loop).
+
+        SQLite answers on its in-process read connection; PostgreSQL on a private
+        connection driven by a background thread.
+        """
+        return self._open().query_sync(sql, params)
+
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """One write transaction spanning several awaits: statements, queries, log reads.
 

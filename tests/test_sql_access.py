@@ -96,3 +96,10 @@ async def test_appends_wait_for_an_open_transaction(store: EventStore) -> None:
     if store.backend == "sqlite":  # one writer at a time: the append waited
         assert order == ["transaction", "append"]
     assert await store.stream_version("dep", "s") == 1
+
+
+async def test_blocking_reads_for_synchronous_callers(store: EventStore) -> None:
+    await store.execute([Statement(TABLE), Statement(UPSERT, ("k", "2.5"))])
+    # called from inside the running loop, as a synchronous valuer would
+    rows = store.query_sync("SELECT amount, n FROM totals WHERE k = $1", ("k",))
+    assert [tuple(r) for r in rows] == [("2.5", 1)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
@@ -171,6 +172,7 @@ class PostgresBackend:
         self._listener_lock = asyncio.Lock()
         self._appended = asyncio.Event()
         self._notify_pending = False
+        self._sync_reader: _SyncReader | None = None
         self._notify_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -372,6 +374,11 @@ class PostgresBackend:
         rows: list[Sequence[Any]] = await self._pool.fetch(sql, *params)
         return rows
 
+    def query_sync(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        if self._sync_reader is None:
+            self._sync_reader = _SyncReader(self._dsn, self._schema)
+        return self._sync_reader.query(sql, params)
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -468,6 +475,8 @@ class PostgresBackend:
     async def close(self) -> None:
         if self._notify_timer is not None:
             self._notify_timer.cancel()
+        if self._sync_reader is not None:
+            self._sync_reader.close()
         for task in list(self._background):
             task.cancel()
         try:
@@ -475,6 +484,47 @@ class PostgresBackend:
                 await self._listener.close()
         finally:
             await self._pool.close()
+
+
+class _SyncReader:
+    """Blocking reads for synchronous callers, on a connection of its own.
+
+    asyncpg needs an event loop, and a synchronous caller may be running inside
+    one already; so the reads run on a private loop in a daemon thread, and the
+    caller waits for the answer.
+    """
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="chronicle-sync-reader", daemon=True
+        )
+        self._thread.start()
+        self._conn: asyncpg.Connection | None = None
+
+    def query(self, sql: str, params: Sequence[Any], timeout: float = 30.0) -> list[Sequence[Any]]:
+        future = asyncio.run_coroutine_threadsafe(self._fetch(sql, params), self._loop)
+        return future.result(timeout)
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._dsn, server_settings={"search_path": self._schema}
+            )
+        rows: list[Sequence[Any]] = await self._conn.fetch(sql, *params)
+        return rows
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            if self._conn is not None:
+                await self._conn.close()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
 
 
 async def _run_statements(conn: asyncpg.Connection, statements: Sequence[Statement]) -> None:

@@ -231,6 +231,11 @@ class SQLiteBackend:
         rows: list[Sequence[Any]] = cursor.fetchall()
         return rows
 
+    def query_sync(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        cursor = self._read_db.execute(to_sqlite_placeholders(sql), params)
+        rows: list[Sequence[Any]] = cursor.fetchall()
+        return rows
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
         async with self._write_lock:

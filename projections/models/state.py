@@ -27,6 +27,8 @@ class CurrentState(msgspec.Struct, frozen=True):
     checksum: str
     created_at: datetime | None
     updated_at: datetime | None
+    stream_version: int
+    """The ``state`` stream's version at this save: what the next save must expect."""
 
 
 class StateProjection(Projection):
@@ -42,7 +44,8 @@ class StateProjection(Projection):
             schema_version BIGINT NOT NULL,
             checksum TEXT NOT NULL,
             created_at BIGINT,
-            updated_at BIGINT""",
+            updated_at BIGINT,
+            stream_version BIGINT NOT NULL""",
         ),
     )
 
@@ -50,16 +53,17 @@ class StateProjection(Projection):
         table = self.t["state"]
         self._upsert = (
             f"INSERT INTO {table} (deployment_id, version, state, schema_version, checksum, "
-            "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+            "created_at, updated_at, stream_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
             "ON CONFLICT (deployment_id) DO UPDATE SET version = excluded.version, "
             "state = excluded.state, schema_version = excluded.schema_version, "
             "checksum = excluded.checksum, updated_at = excluded.updated_at, "
+            "stream_version = excluded.stream_version, "
             f"created_at = coalesce({table}.created_at, excluded.created_at)"
         )
         self._delete = f"DELETE FROM {table} WHERE deployment_id = $1"
         self._select = (
             "SELECT deployment_id, version, state, schema_version, checksum, created_at, "
-            f"updated_at FROM {table}"
+            f"updated_at, stream_version FROM {table}"
         )
 
     def apply(self, event: DomainEvent, recorded: RecordedEvent) -> Iterable[Statement]:
@@ -75,6 +79,7 @@ class StateProjection(Projection):
                     event.checksum,
                     ts(first),
                     ts(event.created_at),
+                    recorded.stream_version,
                 ),
             )
         elif isinstance(event, StateDeleted):
@@ -91,5 +96,5 @@ class StateProjection(Projection):
 
 def _row(row: Any) -> CurrentState:
     return CurrentState(
-        row[0], row[1], from_json(row[2]), row[3], row[4], unts(row[5]), unts(row[6])
+        row[0], row[1], from_json(row[2]), row[3], row[4], unts(row[5]), unts(row[6]), row[7]
     )
