@@ -360,6 +360,17 @@ class NavProjection(Projection):
         rows = await store.query(self._stats, (deployment_id,))
         return int(rows[0][0]) if rows else 0
 
+    async def count_created_before(
+        self, store: EventStore, deployment_id: str, cutoff: datetime
+    ) -> int:
+        """How many snapshots a retention with this cutoff would remove."""
+        rows = await store.query(
+            f"SELECT count(*) FROM {self.t['portfolio_snapshots']} "
+            "WHERE deployment_id = $1 AND created_at < $2",
+            (deployment_id, ts(cutoff)),
+        )
+        return int(rows[0][0])
+
     async def count(self, store: EventStore, deployment_id: str) -> int:
         """Snapshots the deployment holds now; kept as rows come and go, never counted."""
         rows = await store.query(self._stats, (deployment_id,))
