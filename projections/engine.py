@@ -154,7 +154,14 @@ class ProjectionEngine:
             await self.rebuild(name)
 
     async def _log_has(self, cls: type[Projection]) -> bool:
-        return bool(await self.store.read_all(0, 1, types=cls.event_types()))
+        # not read_all: a transaction open elsewhere on the server may hold it back,
+        # and a projection must not start empty because of that
+        types = cls.event_types()
+        marks = ", ".join(f"${i}" for i in range(1, len(types) + 1))
+        rows = await self.store.query(
+            f"SELECT 1 FROM chronicle_events WHERE type IN ({marks}) LIMIT 1", types
+        )
+        return bool(rows)
 
     async def catalog(self) -> dict[str, CatalogRow]:
         return await _catalog(self.store)

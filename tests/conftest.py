@@ -59,6 +59,22 @@ async def pg_schema(pg_dsn: str) -> AsyncIterator[str]:
         await conn.close()
 
 
+async def settled(store: eventstore.EventStore, within: float = 20.0) -> None:
+    """Wait until every committed event is readable through ``read_all``.
+
+    On PostgreSQL the global log is held back while any transaction older than an
+    event's is open anywhere on the server (another test run, a benchmark); tests
+    that read the whole log wait for that to pass instead of flaking.
+    """
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + within
+    while (await store.horizon()).held_back:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("read_all stayed held back by an open transaction")
+        await asyncio.sleep(0.05)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend_name(request: pytest.FixtureRequest) -> str:
     name: str = request.param

@@ -22,9 +22,17 @@ def ev(kind: str = "Happened", **data: Any) -> NewEvent:
 
 
 async def snapshot(store: EventStore) -> list[tuple[Any, ...]]:
-    """Everything the log holds, for before/after comparisons."""
-    events = await store.read_all(0, 100_000)
-    return [(e.position, e.deployment_id, e.stream, e.stream_version, e.hash) for e in events]
+    """Everything the log holds, for before/after comparisons.
+
+    Read with SQL, not ``read_all``: on PostgreSQL a transaction open anywhere on
+    the server holds ``read_all`` back, and an empty read would make every
+    comparison pass without checking anything.
+    """
+    rows = await store.query(
+        "SELECT position, deployment_id, stream, stream_version, hash FROM chronicle_events "
+        "ORDER BY position"
+    )
+    return [tuple(row) for row in rows]
 
 
 # -- compare-and-swap ---------------------------------------------------------

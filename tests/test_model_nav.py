@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from conftest import settled
 
 from eventstore import EventStore, Statement
 from projections.engine import ProjectionEngine
@@ -545,6 +546,7 @@ async def test_the_projector_builds_the_same_rows(store: EventStore) -> None:
     )
     projector = ProjectionEngine(store, [NavProjection], run_async=["nav"])
     await projector.start()
+    await settled(store)
     assert await projector.catch_up(batch_size=7) == 39
     assert await model_rows(store) == before
 

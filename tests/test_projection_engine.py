@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from conftest import settled
 
 import eventstore
 from eventstore import EventStore, NewEvent, RecordedEvent, Statement
@@ -213,6 +214,7 @@ async def test_asynchronous_projection_catches_up(store: EventStore) -> None:
     await fill(engine, 12)
     led: Any = engine.live("ledger")
     assert (await led.quant_stats(store, "dep-1")).total == 0
+    await settled(store)
     assert await engine.catch_up(batch_size=5) == 12
     assert (await led.quant_stats(store, "dep-1")).total == 4
     assert (await engine.catalog())["ledger"].checkpoint == (await store.read_all(0, 100))[
@@ -243,6 +245,7 @@ async def test_a_failing_event_stops_only_its_projection(store: EventStore) -> N
     await engine.append("dep", "state", [state("dep", 1)])
     await engine.append("dep", "state", [state("dep", 2, poison=True)])
     await engine.append("dep", "state", [state("dep", 3)])
+    await settled(store)
     await engine.catch_up(batch_size=10)
     catalog = await engine.catalog()
     assert catalog["state"].status == "live"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from conftest import settled
 
 import eventstore
 from eventstore import EventStore, NewEvent
@@ -57,6 +58,7 @@ async def test_read_deployment_is_commit_order_across_streams(store: EventStore)
 
 async def test_read_all_pages_through_the_global_log(store: EventStore) -> None:
     await fill(store)
+    await settled(store)
     everything = await store.read_all(0, 1000)
     assert len(everything) == 13
     positions = [e.position for e in everything]
@@ -92,6 +94,7 @@ async def test_subscribe_catches_up_then_follows(store_url: str) -> None:
 
 async def test_subscribe_resumes_after_a_checkpoint(store: EventStore) -> None:
     await fill(store)
+    await settled(store)
     everything = await store.read_all(0, 100)
     checkpoint = everything[6].position
     resumed: list[int] = []

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import msgspec
 import pytest
+from conftest import settled
 
 import eventstore
 from eventstore import EventStore, NewEvent, Statement
@@ -41,6 +42,7 @@ async def test_decimal_functions_print_like_numeric(store: EventStore) -> None:
 async def test_read_all_filters_by_type(store: EventStore) -> None:
     for kind in ("A", "B", "A", "C"):
         await store.append("dep", "s", [NewEvent(kind, {})])
+    await settled(store)
     only_a = await store.read_all(0, 100, types=["A"])
     assert [e.type for e in only_a] == ["A", "A"]
     assert [e.type for e in await store.read_all(0, 100, types=["B", "C"])] == ["B", "C"]
