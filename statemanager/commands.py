@@ -7,15 +7,9 @@ import asyncio
 import json
 import os
 import sys
-import time
-from collections import Counter
-from decimal import Decimal
-from typing import Any
 
 import eventstore
 from eventstore.url import DEFAULT_URL
-
-from .progress import Progress
 
 URL_ENV = "CHRONICLE_URL"
 
@@ -35,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulate a runner on the embedded store, then show it")
     demo.add_argument("--url", help=f"store URL (default ${URL_ENV} or {DEFAULT_URL})")
     demo.add_argument("--cycles", type=int, default=300, help="runner cycles to simulate")
-    demo.add_argument("--deployment", default="demo-runner", help="deployment id to write")
+    demo.add_argument("--deployment", help="deployment id to write (default: a fresh one)")
     demo.add_argument("--json", action="store_true", help="print a machine-readable summary")
 
     verify = sub.add_parser("verify", help="check every deployment's hash chain")
@@ -71,68 +65,68 @@ def run(argv: list[str]) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    """A runner's cycles written straight to the log, then what the log holds.
+    """A simulated runner through the public StateManager API, then what the store holds."""
+    from .demo import run_demo
 
-    The StateManager-level demo (projections, registry, NAV) builds on this; until
-    then it shows the log itself: CAS-versioned state, ledger and snapshot
-    streams, read back and verified.
-    """
     url = _url(args)
-    started = time.perf_counter()
-    dep = args.deployment
-    async with eventstore.connect(url) as store:
-        version = await store.stream_version(dep, "state")
-        nav = Decimal("10000")
-        progress = Progress("simulating runner", total=args.cycles)
-        for cycle in range(1, args.cycles + 1):
-            nav += Decimal(cycle % 7 - 3) * Decimal("1.25")
-            state = {"cycle": cycle, "nav_usd": nav, "mode": "live"}
-            result = await store.append(
-                dep,
-                "state",
-                [eventstore.NewEvent("StateSaved", {"version": version + 1, "state": state})],
-                expected_version=version,
-            )
-            version = result.stream_version
-            await store.append(
-                dep,
-                "ledger",
-                [
-                    eventstore.NewEvent(
-                        "LedgerEntryRecorded",
-                        {"cycle_id": f"c{cycle}", "gas_usd": Decimal("0.0123"), "nav": nav},
-                    )
-                ],
-            )
-            await store.append(
-                dep, "snapshots", [eventstore.NewEvent("PortfolioSnapshotRecorded", {"nav": nav})]
-            )
-            progress.update(cycle)
-        progress.close()
-        events = await store.read_deployment(dep)
-        report = await store.verify(dep)
-    summary: dict[str, Any] = {
-        "url": url,
-        "deployment": dep,
-        "state_version": version,
-        "events": len(events),
-        "events_per_stream": dict(Counter(e.stream for e in events)),
-        "latest_nav_usd": str(nav),
-        "chain_ok": report.ok,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    summary = await run_demo(
+        url, cycles=args.cycles, deployment_id=args.deployment, progress=not args.json
+    )
+    state = summary.state
     if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"store           {url}")
-        print(f"deployment      {dep}: {len(events)} events, state at version {version}")
-        for stream, count in sorted(summary["events_per_stream"].items()):
-            print(f"  {stream:<13} {count} events")
-        print(f"latest NAV      {nav} USD")
-        verdict = "verified" if report.ok else f"BROKEN at position {report.first_bad_position}"
-        print(f"audit chain     {verdict} ({report.events_checked} events)")
-        print(f"took            {summary['seconds']} s")
-    return 0 if report.ok else 1
+        print(
+            json.dumps(
+                {
+                    "url": url,
+                    "deployment": summary.deployment_id,
+                    "cycles": summary.cycles,
+                    "seconds": round(summary.seconds, 3),
+                    "state": {"version": state.version, "state": state.state},
+                    "open_registry_rows": summary.open_rows,
+                    "nav": summary.nav,
+                    "quant_stats": summary.quant,
+                    "order": summary.order,
+                    "audit": {"events": summary.events, "chain_ok": summary.chain_ok},
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return 0 if summary.chain_ok else 1
+    print(f"store            {url}")
+    print(
+        f"deployment       {summary.deployment_id}: {summary.cycles} cycles "
+        f"in {summary.seconds:.2f} s"
+    )
+    print(f"current state    version {state.version}, checksum {state.checksum[:12]}...")
+    for key, value in state.state.items():
+        print(f"  {key:<15} {value}")
+    print(f"open registry    {len(summary.open_rows)} row(s)")
+    for row in summary.open_rows:
+        print(
+            f"  {row['chain']}/{row['primitive']} {row['physical_identity_hash'][:14]}... "
+            f"opened in {str(row.get('opened_tx'))[:14]}..."
+        )
+    nav = summary.nav
+    print(
+        f"NAV              {nav['snapshots']} snapshots: {nav['first_usd']} -> "
+        f"{nav['latest_usd']} USD (high {nav['high_usd']}, low {nav['low_usd']}, "
+        f"max drawdown {nav['max_drawdown_pct']}%)"
+    )
+    quant = summary.quant
+    print(
+        f"ledger           {quant['entries']} entries, {quant['with_tx_hash']} with tx hash, "
+        f"gas {quant['gas_usd_sum']} USD, first-action wallet "
+        f"{quant['first_action_wallet_value_usd']} USD"
+    )
+    order = summary.order
+    print(
+        f"CLOB order       ord-1 {order['status']}, filled {order['filled']} "
+        f"in {order['fills']} fills"
+    )
+    verdict = "verified" if summary.chain_ok else f"BROKEN: {summary.chain_reason}"
+    print(f"audit chain      {verdict} ({summary.events} events, SHA-256 chained)")
+    return 0 if summary.chain_ok else 1
 
 
 async def _verify(args: argparse.Namespace) -> int:
