@@ -77,7 +77,17 @@ class Statement(NamedTuple):
 
 
 InlineStep = Callable[[Sequence[RecordedEvent]], Iterable[Statement]]
-"""Given the events as recorded, the statements to run before the append commits."""
+"""Given the events as recorded, the statements to run before the append commits.
+
+The step runs after the events are inserted, inside the transaction, and sees
+their global positions. A step that declares ``needs_positions = False`` (as an
+attribute) runs before the insert instead and sees ``position`` 0; in exchange
+PostgreSQL may fuse its SQL into the insert statement itself (when it is a single
+INSERT/UPDATE/DELETE), one round trip per append instead of four."""
+
+
+def needs_positions(step: InlineStep) -> bool:
+    return bool(getattr(step, "needs_positions", True))
 
 
 class AppendRequest(NamedTuple):
@@ -221,14 +231,14 @@ def _mismatch(request: AppendRequest, event: PreparedEvent, row: StoredIdentity)
 
 
 def recorded(
-    request: AppendRequest, sealed: Sequence[SealedEvent], last_position: int
+    request: AppendRequest, sealed: Sequence[SealedEvent], last_position: int | None
 ) -> list[RecordedEvent]:
-    """The sealed events as a reader will see them; positions are consecutive."""
-    first = last_position - len(sealed) + 1
+    """The sealed events as a reader will see them (positions 0 when not yet assigned)."""
+    first = 0 if last_position is None else last_position - len(sealed) + 1
     recorded_at = encoding.micros_to_datetime(request.recorded_at_micros)
     return [
         RecordedEvent(
-            first + index,
+            first + index if last_position is not None else 0,
             request.deployment_id,
             event.deployment_seq,
             request.stream,
@@ -247,7 +257,7 @@ def recorded(
 
 
 def inline_statements(
-    request: AppendRequest, sealed: Sequence[SealedEvent], last_position: int
+    request: AppendRequest, sealed: Sequence[SealedEvent], last_position: int | None
 ) -> list[Statement]:
     if request.inline is None:
         return []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
@@ -135,6 +135,16 @@ class EventStore:
         connection driven by a background thread.
         """
         return self._open().query_sync(sql, params)
+
+    async def watch_remote_appends(self, watcher: Callable[[frozenset[str] | None], None]) -> None:
+        """Call ``watcher`` with the deployments other processes have appended to.
+
+        For caches of read-model rows (the StateManager's HOT tier): PostgreSQL
+        reports them a few milliseconds after the commit; ``None`` means "unknown
+        which: assume any" (after a lost connection, or too many to list). SQLite
+        reports nothing: it has no cross-process signal.
+        """
+        await self._open().watch_remote_appends(watcher)
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """One write transaction spanning several awaits: statements, queries, log reads.

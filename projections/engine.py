@@ -205,7 +205,7 @@ class ProjectionEngine:
         }
         for name in inline:
             self.live(name)  # an outdated inline projection must not take writes
-        step = (lambda recorded: self._inline_statements(events, recorded)) if inline else None
+        step: _InlineStep | None = _InlineStep(self, events) if inline else None
         try:
             return await self.store.append(
                 deployment_id, stream, new_events, expected_version=expected_version, inline=step
@@ -522,6 +522,24 @@ class ProjectionEngine:
             handled,
         )
         return {row[0]: int(row[1]) for row in rows}
+
+
+class _InlineStep:
+    """The inline projections' statements for one append.
+
+    Read models never use global positions (a rebuild must give the same rows),
+    so the step declares it: PostgreSQL may then fuse a single statement into the
+    append's insert.
+    """
+
+    needs_positions = False
+
+    def __init__(self, engine: ProjectionEngine, events: Sequence[DomainEvent]) -> None:
+        self._engine = engine
+        self._events = events
+
+    def __call__(self, recorded: Sequence[RecordedEvent]) -> list[Statement]:
+        return self._engine._inline_statements(self._events, recorded)
 
 
 class _CheckpointMoved(Exception):

@@ -9,16 +9,13 @@ Each method keeps the contract its documentation gives: *loud* methods raise,
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import asyncpg
 import msgspec
 
 from projections.errors import RegistryAutoCollisionError
@@ -41,12 +38,11 @@ from .records import (
     PortfolioSnapshot,
     PositionEvent,
 )
-from .types import StateData, StateTier, TierMetrics
+from .types import StateData, StateTier, TierMetrics, compute_checksum
 from .warm import ChronicleStore, NavRow, PostgresStore, SQLiteStore, WindowRow
 
 log = logging.getLogger("chronicle.statemanager")
 T = TypeVar("T")
-INVALIDATION_CHANNEL = "chronicle_state"
 
 
 class StateManager:
@@ -68,8 +64,6 @@ class StateManager:
         self._hot: HotCache | None = None
         self._metrics: list[TierMetrics] = []
         self._initialized = False
-        self._token = uuid.uuid4().hex[:12]
-        self._listener: asyncpg.Connection | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -119,7 +113,12 @@ class StateManager:
                 log.warning("WARM tier disabled: %s", exc)
                 self._warm = None
         self._initialized = True
-        if self._warm is not None and self._warm.store.backend == "postgresql" and self._hot:
+        # ``is not None``: an empty HotCache is falsy (it has a length)
+        if (
+            self._warm is not None
+            and self._warm.store.backend == "postgresql"
+            and self._hot is not None
+        ):
             await self._listen_for_invalidations()
         if config.load_state_on_startup and self._warm is not None and self._hot is not None:
             try:
@@ -129,10 +128,6 @@ class StateManager:
                 log.warning("preloading HOT failed: %s", exc)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-            self._listener = None
         if self._warm is not None:
             await self._warm.close()
         if self._hot is not None:
@@ -188,6 +183,8 @@ class StateManager:
 
     async def load_state(self, deployment_id: str) -> StateData:
         """HOT, then WARM (filling HOT); ``StateNotFoundError`` when neither has it."""
+        if not self._initialized:  # also after close(): HOT survives it, WARM does not
+            await self.initialize()
         if self._hot is not None:
             started = time.perf_counter()
             hit = self._hot.get(deployment_id)
@@ -195,9 +192,6 @@ class StateManager:
                 self._record(StateTier.HOT, "load", started, True, None)
                 return hit
             self._record(StateTier.HOT, "load", started, True, "cache_miss")
-        elif not self._initialized:
-            await self._ready()
-            return await self.load_state(deployment_id)
         if self._warm is not None:
             started = time.perf_counter()
             try:
@@ -226,7 +220,7 @@ class StateManager:
             expected_version = state.version - 1
         if self._warm is None:
             if self._hot is not None:
-                self._hot.set(_row(state, state.version, 0))
+                self._hot.set(_row(state, state.version, 0, compute_checksum(state.state)))
             return state
         started = time.perf_counter()
         known = self._hot.current(state.deployment_id) if self._hot is not None else None
@@ -245,7 +239,6 @@ class StateManager:
             started = time.perf_counter()
             self._hot.set(current)
             self._record(StateTier.HOT, "save", started, True, None)
-        self._announce(state.deployment_id)
         return saved
 
     async def delete_state(self, deployment_id: str) -> bool:
@@ -264,7 +257,6 @@ class StateManager:
             except Exception as exc:
                 self._record(StateTier.WARM, "delete", started, False, str(exc))
                 log.warning("WARM delete of %s failed: %s", deployment_id, exc)
-        self._announce(deployment_id)
         return hot_deleted or warm_deleted
 
     def invalidate_hot_cache(self, deployment_id: str | None = None) -> None:
@@ -278,43 +270,27 @@ class StateManager:
     # -- cross-process HOT invalidation (PostgreSQL) ------------------------------------
 
     async def _listen_for_invalidations(self) -> None:
+        """Drop HOT entries of deployments another process wrote to.
+
+        The store reports them a few milliseconds after their commit (PostgreSQL;
+        SQLite has no cross-process signal) and reports "unknown" after a lost
+        connection, when everything HOT holds is dropped.
+        """
         assert self._warm is not None
-        schema = _schema_of(self._warm.url)
-        dsn = self._warm.url
         try:
-            self._listener = await asyncpg.connect(_plain_dsn(dsn))
-            await self._listener.add_listener(
-                INVALIDATION_CHANNEL, lambda *args: self._on_invalidation(schema, args[3])
-            )
-            # a lost connection may have lost notifications: forget everything HOT holds
-            self._listener.add_termination_listener(lambda *_: self.invalidate_hot_cache())
-        except Exception as exc:  # without it, HOT could go stale: do without HOT
+            await self._warm.store.watch_remote_appends(self._on_remote_appends)
+        except Exception as exc:  # without it HOT could go stale: do without HOT
             log.warning("no cross-process invalidation (%s); HOT tier disabled", exc)
             self._hot = None
 
-    def _on_invalidation(self, schema: str, payload: str) -> None:
-        token, _, rest = payload.partition("|")
-        their_schema, _, deployment_id = rest.partition("|")
-        if token == self._token or their_schema != schema or self._hot is None:
+    def _on_remote_appends(self, deployments: frozenset[str] | None) -> None:
+        if self._hot is None:
             return
-        self._hot.delete(deployment_id)
-
-    def _announce(self, deployment_id: str) -> None:
-        """Tell other processes their HOT copy of this deployment is stale."""
-        if self._listener is None or self._warm is None:
+        if deployments is None:
+            self._hot.clear()
             return
-        payload = f"{self._token}|{_schema_of(self._warm.url)}|{deployment_id}"
-        listener = self._listener
-
-        async def send() -> None:
-            with contextlib.suppress(Exception):
-                await self._warm_store_notify(listener, payload)
-
-        _spawn(send())
-
-    async def _warm_store_notify(self, listener: asyncpg.Connection, payload: str) -> None:
-        assert self._warm is not None
-        await self._warm.store.query("SELECT pg_notify($1, $2)", (INVALIDATION_CHANNEL, payload))
+        for deployment_id in deployments:
+            self._hot.delete(deployment_id)
 
     # -- the shapes of the other methods' contracts ---------------------------------------
 
@@ -387,9 +363,14 @@ class StateManager:
     # -- CLOB orders ---------------------------------------------------------------------
 
     async def save_clob_order(self, order: ClobOrderState) -> bool:
-        if not order.deployment_id:
-            return False
-        return await self._graceful("save_clob_order", False, lambda w: w.save_clob_order(order))
+        """``False`` on any failure, a blank ``deployment_id`` included (with its metric)."""
+
+        async def save(warm: ChronicleStore) -> bool:
+            if not order.deployment_id:
+                raise ValueError("save_clob_order: order.deployment_id is required")
+            return await warm.save_clob_order(order)
+
+        return await self._graceful("save_clob_order", False, save)
 
     async def get_clob_order(self, order_id: str, *, deployment_id: str) -> ClobOrderState | None:
         _require(deployment_id)
@@ -488,7 +469,8 @@ class StateManager:
         scan_cap: int = 200000,
     ) -> tuple[list[NavRow], bool]:
         """Graceful: ``([], False)`` on failure, recorded as a failed metric."""
-        if self._initialized and self._warm is None:
+        await self._ready()  # first: a lazily initialized manager without WARM records it too
+        if self._warm is None:
             self._record(
                 StateTier.WARM, "get_nav_series", time.perf_counter(), False, "unsupported backend"
             )
@@ -697,7 +679,13 @@ class StateManager:
         if self._warm is None:
             return []
         warm = self._warm
-        return warm.run_sync(warm.accounting.events(warm.sync_store, deployment_id, position_key))
+        try:
+            return warm.run_sync(
+                warm.accounting.events(warm.sync_store, deployment_id, position_key)
+            )
+        except Exception as exc:  # the reference's sync readers degrade to []
+            log.warning("get_accounting_events_sync failed: %s", exc)
+            return []
 
     def get_position_events_sync(
         self,
@@ -709,11 +697,15 @@ class StateManager:
         if self._warm is None:
             return []
         warm = self._warm
-        return warm.run_sync(
-            warm.positions.as_dicts(
-                warm.sync_store, deployment_id, position_id, position_type, event_type
+        try:
+            return warm.run_sync(
+                warm.positions.as_dicts(
+                    warm.sync_store, deployment_id, position_id, position_type, event_type
+                )
             )
-        )
+        except Exception as exc:  # the reference's sync readers degrade to []
+            log.warning("get_position_events_sync failed: %s", exc)
+            return []
 
     def has_first_snapshot_backend(self) -> bool:
         return self._warm is not None
@@ -760,14 +752,22 @@ class StateManager:
         attribution_version: int,
         deployment_id: str = "",
     ) -> bool:
-        attribution = msgspec.json.decode(attribution_json) if attribution_json else {}
-        return await self._graceful(
-            "update_position_attribution",
-            False,
-            lambda w: w.update_position_attribution(
+        """``False`` when the event is missing or on any error.
+
+        ``attribution_json`` must be a JSON object (the event stores a document,
+        not the text); anything else is refused (``False``, a failed metric)
+        before it reaches the log, where it could not be decoded on replay.
+        """
+
+        async def update(warm: ChronicleStore) -> bool:
+            attribution = msgspec.json.decode(attribution_json) if attribution_json else {}
+            if not isinstance(attribution, dict):
+                raise ValueError("attribution_json must be a JSON object")
+            return await warm.update_position_attribution(
                 event_id, attribution, attribution_version, deployment_id
-            ),
-        )
+            )
+
+        return await self._graceful("update_position_attribution", False, update)
 
     async def get_position_events(
         self, deployment_id: str, event_type: str | None = None, limit: int = 100
@@ -808,7 +808,7 @@ def _state(current: Any, tier: StateTier) -> StateData:
     )
 
 
-def _row(state: StateData, version: int, stream_version: int) -> Any:
+def _row(state: StateData, version: int, stream_version: int, checksum: str) -> Any:
     from projections.models.state import CurrentState
 
     return CurrentState(
@@ -816,7 +816,7 @@ def _row(state: StateData, version: int, stream_version: int) -> Any:
         version,
         state.state,
         state.schema_version,
-        state.checksum,
+        checksum,
         state.created_at,
         state.created_at,
         stream_version,
@@ -832,30 +832,4 @@ async def _snaps(read: Awaitable[list[Any]]) -> list[PortfolioSnapshot]:
     return [PortfolioSnapshot.from_row(row) for row in await read]
 
 
-def _schema_of(url: str) -> str:
-    from eventstore.url import PostgresURL, parse_url
-
-    parsed = parse_url(url)
-    return parsed.schema if isinstance(parsed, PostgresURL) else ""
-
-
-def _plain_dsn(url: str) -> str:
-    from eventstore.url import PostgresURL, parse_url
-
-    parsed = parse_url(url)
-    assert isinstance(parsed, PostgresURL)
-    return parsed.dsn
-
-
-_tasks: set[Any] = set()
-
-
-def _spawn(coroutine: Awaitable[None]) -> None:
-    import asyncio
-
-    task = asyncio.ensure_future(coroutine)
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
-
-
-__all__ = ["INVALIDATION_CHANNEL", "PostgresStore", "SQLiteStore", "StateManager"]
+__all__ = ["PostgresStore", "SQLiteStore", "StateManager"]

@@ -52,7 +52,7 @@ from .records import (
     PortfolioSnapshot,
     PositionEvent,
 )
-from .types import StateData, StateTier
+from .types import StateData, StateTier, compute_checksum
 
 T = TypeVar("T")
 
@@ -159,9 +159,16 @@ class ChronicleStore:
         the current version must equal ``expected_version`` and the new one is
         ``expected_version + 1``. The state stream's own version guards the append,
         so a concurrent writer that got in first is refused, not overwritten.
+        ``known`` is only trusted when it agrees with ``expected_version`` (a stale
+        HOT copy that disagrees is re-read, so it cannot refuse a correct save).
+        The checksum stored is computed from ``state.state``, as the reference
+        recomputes it: a caller that edited a loaded state saves a valid record.
         """
         dep = state.deployment_id
-        current = known if known is not None else await self.current(dep)
+        if known is not None and expected_version is not None and known.version == expected_version:
+            current: CurrentState | None = known
+        else:
+            current = await self.current(dep)
         actual = 0 if current is None else current.version
         if expected_version is None:
             if current is not None:
@@ -178,13 +185,14 @@ class ChronicleStore:
         )
         now = _now()
         first = current.created_at if current is not None and current.created_at else now
+        checksum = compute_checksum(state.state)
         event = StateSaved(
             deployment_id=dep,
             version=new_version,
             expected_version=expected_version,
             state=state.state,
             state_schema_version=state.schema_version,
-            checksum=state.checksum,
+            checksum=checksum,
             created_at=now,
             first_created_at=first,
         )
@@ -202,7 +210,7 @@ class ChronicleStore:
             new_version,
             state.state,
             state.schema_version,
-            state.checksum,
+            checksum,
             first,
             now,
             result.stream_version,

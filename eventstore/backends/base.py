@@ -6,7 +6,7 @@ does not decide versions, hashes or idempotency, which live in ``eventstore.appe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -77,6 +77,10 @@ class Backend(Protocol):
     async def query(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]: ...
 
     def query_sync(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]: ...
+
+    async def watch_remote_appends(
+        self, watcher: Callable[[frozenset[str] | None], None]
+    ) -> None: ...
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
 

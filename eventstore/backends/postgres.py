@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -42,6 +43,7 @@ from ..append import (
     Statement,
     StoredIdentity,
     inline_statements,
+    needs_positions,
     replayed_result,
     seal,
     statement_runs,
@@ -57,6 +59,10 @@ from ..validation import satisfies
 from .base import COLUMNS, IDENTITY_COLUMNS, SCHEMA_COMPONENT, SCHEMA_VERSION, stream_start
 
 NOTIFY_CHANNEL = "chronicle_events"
+_RECORD, _UNIT, _ALL = "\x1e", "\x1f", "*"
+"""Notification payload: schema, sender token, deployment ids (control characters,
+which identifiers cannot contain, separate them)."""
+_MAX_NOTIFY_LIST = 7000  # PostgreSQL caps a payload at 8000 bytes
 _NOTIFY_DELAY = 0.002
 """Appends within this many seconds share one notification to other processes."""
 _POSITION_SHIFT = 16
@@ -172,6 +178,9 @@ class PostgresBackend:
         self._listener_lock = asyncio.Lock()
         self._appended = asyncio.Event()
         self._notify_pending = False
+        self._changed: set[str] = set()
+        self._token = uuid.uuid4().hex
+        self._watchers: list[Callable[[frozenset[str] | None], None]] = []
         self._sync_reader: _SyncReader | None = None
         self._notify_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -238,7 +247,7 @@ class PostgresBackend:
                     continue
                 last = sealed[-1]
                 self._remember(request, last.deployment_seq, last.hash, last.stream_version)
-                self._announce()
+                self._announce(request.deployment_id)
                 return AppendResult(last.stream_version, position, last.deployment_seq)
         raise ConcurrencyExhausted(
             f"append to {request.deployment_id!r}/{request.stream!r} lost the race for the "
@@ -290,14 +299,32 @@ class PostgresBackend:
         if request.inline is None:
             position: int = await conn.fetchval(*args)  # autocommit: one round trip
             return position
+        statements = (
+            [] if needs_positions(request.inline) else (inline_statements(request, sealed, None))
+        )
+        if len(statements) == 1 and _fusable(statements[0].sql):
+            # the insert and the read model's one change in a single statement:
+            # one round trip, committed together
+            sql, params = _fuse(args[0], len(args) - 1, statements[0])
+            try:
+                position = await conn.fetchval(sql, *args[1:], *params)
+            except asyncpg.PostgresError as exc:
+                failure = _inline_failure(exc, statements[0].sql)
+                if failure is exc:
+                    raise
+                raise failure from exc
+            return position
         async with conn.transaction():
             position = await conn.fetchval(*args)
-            for statement in inline_statements(request, sealed, position):
+            if not statements:  # the step wants the positions this insert assigned
+                statements = inline_statements(request, sealed, position)
+            for statement in statements:
                 try:
                     await conn.execute(statement.sql, *statement.params)
                 except asyncpg.PostgresError as exc:
-                    constraint = getattr(exc, "constraint_name", None)
-                    raise InlineStepFailed(statement.sql, exc, constraint) from exc
+                    raise InlineStepFailed(
+                        statement.sql, exc, getattr(exc, "constraint_name", None)
+                    ) from exc
         return position
 
     def _cached_head(self, request: AppendRequest) -> tuple[Head | None, bool]:
@@ -438,8 +465,9 @@ class PostgresBackend:
                 return
             self._listener = await asyncpg.connect(self._dsn)
             await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            self._listener.add_termination_listener(self._on_listener_lost)
 
-    def _announce(self) -> None:
+    def _announce(self, deployment_id: str) -> None:
         """Wake this process's subscribers now, and other processes' shortly.
 
         A NOTIFY inside the append would make every append's commit queue behind
@@ -450,6 +478,7 @@ class PostgresBackend:
         """
         self._appended.set()
         self._appended = asyncio.Event()
+        self._changed.add(deployment_id)
         if self._notify_pending or self._pool.is_closing():
             return
         self._notify_pending = True
@@ -464,17 +493,40 @@ class PostgresBackend:
 
     async def _send_notify(self) -> None:
         self._notify_pending = False
+        changed, self._changed = self._changed, set()
+        deployments = _UNIT.join(sorted(changed))
+        if len(deployments.encode()) > _MAX_NOTIFY_LIST:
+            deployments = _ALL  # too many to list: "something changed"
+        payload = _RECORD.join((self._schema, self._token, deployments))
         with contextlib.suppress(Exception):  # best effort: subscribers poll as well
-            await self._pool.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, self._schema)
+            await self._pool.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        if payload == self._schema:
-            self._appended.set()
-            self._appended = asyncio.Event()
+        schema, _, rest = payload.partition(_RECORD)
+        if schema != self._schema:
+            return
+        self._appended.set()
+        self._appended = asyncio.Event()
+        token, _, listed = rest.partition(_RECORD)
+        if token == self._token or not self._watchers:
+            return
+        changed = None if listed == _ALL else frozenset(listed.split(_UNIT))
+        for watcher in list(self._watchers):
+            watcher(changed)
+
+    def _on_listener_lost(self, conn: object) -> None:
+        for watcher in list(self._watchers):
+            watcher(None)  # notifications may have been lost: assume anything changed
+
+    async def watch_remote_appends(self, watcher: Callable[[frozenset[str] | None], None]) -> None:
+        await self._ensure_listener()
+        self._watchers.append(watcher)
 
     async def close(self) -> None:
         if self._notify_timer is not None:
             self._notify_timer.cancel()
+        if self._notify_pending:  # the last appends' notification leaves before we go
+            await self._send_notify()
         if self._sync_reader is not None:
             self._sync_reader.close()
         for task in list(self._background):
@@ -572,6 +624,44 @@ class PostgresTransaction:
     ) -> list[RecordedEvent]:
         rows = await self._conn.fetch(_READ_DEPLOYMENT, deployment_id, from_seq, limit)
         return [_to_event(row) for row in rows]
+
+
+_DML = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def _fusable(sql: str) -> bool:
+    """A plain INSERT/UPDATE/DELETE can ride in the append's statement as a CTE."""
+    return bool(_DML.match(sql)) and "RETURNING" not in sql.upper() and ";" not in sql
+
+
+def _fuse(insert_sql: str, insert_params: int, statement: Statement) -> tuple[str, tuple[Any, ...]]:
+    """``WITH inserted AS (<insert>), inline AS (<statement>) SELECT max(position)``.
+
+    The statement's ``$n`` placeholders move past the insert's. Both run in one
+    snapshot; the read model's statement never reads the event table, so it
+    cannot tell the difference from running after the insert.
+    """
+    inline = _PARAM.sub(lambda m: f"${int(m.group(1)) + insert_params}", statement.sql)
+    insert = insert_sql.strip()
+    if insert.upper().startswith("WITH "):
+        head, _, _ = insert.rpartition("SELECT max(position) FROM inserted")
+        fused = f"{head.rstrip()},\ninline AS ({inline})\nSELECT max(position) FROM inserted"
+    else:
+        fused = (
+            f"WITH inserted AS ({insert}),\ninline AS ({inline})\n"
+            "SELECT max(position) FROM inserted"
+        )
+    return fused, statement.params
+
+
+def _inline_failure(exc: asyncpg.PostgresError, sql: str) -> BaseException:
+    """An event-table conflict stays itself (the append retries); the rest is the read model's."""
+    constraint: str = getattr(exc, "constraint_name", None) or ""
+    original: BaseException = exc
+    if isinstance(exc, asyncpg.UniqueViolationError) and constraint.startswith("chronicle_events_"):
+        return original
+    return InlineStepFailed(sql, exc, constraint or None)
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:

@@ -231,6 +231,9 @@ class SQLiteBackend:
         rows: list[Sequence[Any]] = cursor.fetchall()
         return rows
 
+    async def watch_remote_appends(self, watcher: Callable[[frozenset[str] | None], None]) -> None:
+        """SQLite has no cross-process signal; nothing is reported (documented limit)."""
+
     def query_sync(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         cursor = self._read_db.execute(to_sqlite_placeholders(sql), params)
         rows: list[Sequence[Any]] = cursor.fetchall()
