@@ -267,6 +267,11 @@ class ProjectionEngine:
             row = (await self.catalog())[name]
             if row.status == "failed":
                 return applied
+            if row.status != "live":  # a rebuild owns the rows until its swap
+                if not forever:
+                    return applied
+                await asyncio.sleep(idle)
+                continue
             batch = await self.store.read_all(row.checkpoint, batch_size, types=types)
             if batch:
                 try:
@@ -458,8 +463,11 @@ class ProjectionEngine:
                 # writers wait here; whatever they committed before is in the tail below
                 await tx.query(f"LOCK TABLE {', '.join(live_tables)} IN ACCESS EXCLUSIVE MODE")
             row = (await _catalog(tx))[name]
-            last_position = row.checkpoint
-            while True:
+            last_position = checkpoint
+            # An asynchronous projection takes no tail here: an append still open at
+            # a lower position would commit after the swap, behind a checkpoint read
+            # past it. The projector applies everything after ``checkpoint`` instead.
+            while deployment_id is not None or name not in self._async:
                 if deployment_id is None:
                     batch = await tx.read_all(checkpoint, 5000, types)
                 else:

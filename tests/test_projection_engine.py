@@ -183,7 +183,7 @@ async def test_a_changed_version_is_rebuilt_or_refused(store: EventStore) -> Non
     await first.append("dep", "state", [state("dep", 1, a=1)])
 
     class StateV2(StateProjection):
-        version = 2
+        version = StateProjection.version + 1
 
     refusing = ProjectionEngine(store, [StateV2], on_version_change="refuse")
     await refusing.start()
@@ -193,7 +193,7 @@ async def test_a_changed_version_is_rebuilt_or_refused(store: EventStore) -> Non
         await refusing.append("dep", "state", [state("dep", 2)])
     rebuilding = ProjectionEngine(store, [StateV2])
     await rebuilding.start()
-    assert (await rebuilding.catalog())["state"].version == 2
+    assert (await rebuilding.catalog())["state"].version == StateProjection.version + 1
     current = await rebuilding.live("state").get(store, "dep")  # type: ignore[attr-defined]
     assert current.state == {"a": 1}
 

@@ -33,7 +33,7 @@ class CurrentState(msgspec.Struct, frozen=True):
 
 class StateProjection(Projection):
     name = "state"
-    version = 1
+    version = 2  # 2: the row records the state stream's version
     handles = (StateSaved, StateDeleted)
     tables = (
         Table(
