@@ -105,10 +105,10 @@ async def _simulate(manager: StateManager, dep: str, cycles: int, show: bool) ->
         if cycle % 25 == 1 and position is None:  # open an LP position
             token_id += 1
             position = f"lp-{token_id}"
-            await _open_lp(manager, dep, position, token_id, now, cycle_id, price, gas)
+            await _lp_step(manager, dep, "open", position, token_id, now, cycle_id, price, gas)
             cash -= Decimal("2500.00")
         elif position is not None and cycle % 25 == 20 and cycle + 25 <= cycles:  # close it
-            await _close_lp(manager, dep, position, token_id, now, cycle_id, price, gas)
+            await _lp_step(manager, dep, "close", position, token_id, now, cycle_id, price, gas)
             cash += Decimal("2500.00") + Decimal(cycle % 9)
             position = None
         else:
@@ -218,9 +218,10 @@ def _registry_row(
     )
 
 
-async def _open_lp(
+async def _lp_step(
     manager: StateManager,
     dep: str,
+    action: str,
     position: str,
     token_id: int,
     now: datetime,
@@ -228,55 +229,25 @@ async def _open_lp(
     price: Decimal,
     gas: Decimal,
 ) -> None:
-    tx = "0x" + hashlib.sha256(f"open{position}".encode()).hexdigest()
-    entry = _lp_entry(dep, f"{dep}:open:{position}", "LP_OPEN", now, cycle_id, tx, gas)
-    await manager.save_ledger_and_registry(
-        ledger=entry, registry=_registry_row(dep, token_id, "open", tx, None)
-    )
-    await manager.save_position_event(
-        PositionEvent(
-            position_event_id=f"{position}:open",
-            deployment_id=dep,
-            cycle_id=cycle_id,
-            position_id=position,
-            position_type="LP",
-            position_event_type="OPEN",
-            timestamp=now,
-            protocol="uniswap_v3",
-            chain=CHAIN,
-            value_usd=Decimal("2500.00"),
-            tx_hash=tx,
-            gas_usd=gas,
-            ledger_entry_id=entry.entry_id,
-            entry_price=price,
-        )
-    )
-
-
-async def _close_lp(
-    manager: StateManager,
-    dep: str,
-    position: str,
-    token_id: int,
-    now: datetime,
-    cycle_id: str,
-    price: Decimal,
-    gas: Decimal,
-) -> None:
+    """Open (``action="open"``) or close an LP position: ledger, registry, position event."""
     opened = "0x" + hashlib.sha256(f"open{position}".encode()).hexdigest()
-    tx = "0x" + hashlib.sha256(f"close{position}".encode()).hexdigest()
-    entry = _lp_entry(dep, f"{dep}:close:{position}", "LP_CLOSE", now, cycle_id, tx, gas)
+    tx = "0x" + hashlib.sha256(f"{action}{position}".encode()).hexdigest()
+    intent, status, kind = (
+        ("LP_OPEN", "open", "OPEN") if action == "open" else ("LP_CLOSE", "closed", "CLOSE")
+    )
+    entry = _lp_entry(dep, f"{dep}:{action}:{position}", intent, now, cycle_id, tx, gas)
+    closed = None if action == "open" else tx
     await manager.save_ledger_and_registry(
-        ledger=entry, registry=_registry_row(dep, token_id, "closed", opened, tx)
+        ledger=entry, registry=_registry_row(dep, token_id, status, opened, closed)
     )
     await manager.save_position_event(
         PositionEvent(
-            position_event_id=f"{position}:close",
+            position_event_id=f"{position}:{action}",
             deployment_id=dep,
             cycle_id=cycle_id,
             position_id=position,
             position_type="LP",
-            position_event_type="CLOSE",
+            position_event_type=kind,
             timestamp=now,
             protocol="uniswap_v3",
             chain=CHAIN,
@@ -284,7 +255,8 @@ async def _close_lp(
             tx_hash=tx,
             gas_usd=gas,
             ledger_entry_id=entry.entry_id,
-            mark_price=price,
+            entry_price=price if action == "open" else None,
+            mark_price=price if action != "open" else None,
         )
     )
 
