@@ -51,3 +51,18 @@ def test_writer_role_sql(tmp_path: Path) -> None:
     done = chronicle("writer-role", "runner", "--schema", "prod", cwd=tmp_path)
     assert done.returncode == 0
     assert 'GRANT SELECT, INSERT ON "prod".chronicle_events TO "runner";' in done.stdout
+
+
+def test_rebuild_reports_and_keeps_the_rows(store_url: str, tmp_path: Path) -> None:
+    assert chronicle("demo", "--cycles", "20", "--url", store_url, cwd=tmp_path).returncode == 0
+    done = chronicle("rebuild", "--url", store_url, "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    by_name = {p["name"]: p["events"] for p in report["projections"]}
+    assert by_name["state"] == 21 and by_name["nav"] == 20 and by_name["ledger"] == 20
+    again = chronicle("demo", "--cycles", "5", "--url", store_url, "--json", cwd=tmp_path)
+    assert again.returncode == 0 and json.loads(again.stdout)["audit"]["chain_ok"]
+    one = chronicle("rebuild", "--projection", "ledger", "--url", store_url, cwd=tmp_path)
+    assert one.returncode == 0 and "ledger" in one.stdout and "total" in one.stdout
+    bad = chronicle("rebuild", "--projection", "nope", "--url", store_url, cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown projection" in bad.stderr
