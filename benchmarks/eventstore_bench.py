@@ -27,26 +27,21 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import os
-import platform
 import random
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from importlib import metadata
-from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import msgspec
@@ -62,8 +57,22 @@ from eventsourcing.sqlite import (
 import eventstore
 from eventstore import EventStore, NewEvent
 
-DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_DSN_ENV = ("CHRONICLE_BENCH_PG_DSN", "CHRONICLE_TEST_PG_DSN")
+from . import _common as common
+from ._common import DEFAULT_PG_DSN as DEFAULT_PG_DSN
+from ._common import (
+    add_common_args,
+    command_line,
+    emit,
+    evaluate_threshold_aims,
+    machine_basics,
+    pg_dsn,
+    pg_schemas,
+    redact,
+    selected_backends,
+    sqlite_sync_name,
+    summarize,
+    with_params,
+)
 
 STREAMS = 20
 CONCURRENCY = 16
@@ -153,18 +162,6 @@ def payload_sizes(payloads: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 # -- timing helpers -----------------------------------------------------------
-
-
-def summarize(values: Sequence[float], digits: int = 0) -> dict[str, Any]:
-    def r(value: float) -> float | int:
-        return round(value) if digits == 0 else round(value, digits)
-
-    return {
-        "median": r(statistics.median(values)),
-        "min": r(min(values)),
-        "max": r(max(values)),
-        "runs": [r(v) for v in values],
-    }
 
 
 def ratio(ours: dict[str, Any], theirs: dict[str, Any]) -> float:
@@ -497,10 +494,7 @@ def es_sqlite_pragmas(datastore: SQLiteDatastore) -> dict[str, Any]:
         journal = cursor.fetchone()[0]
         cursor.execute("PRAGMA synchronous")
         synchronous = cursor.fetchone()[0]
-    return {"journal_mode": journal, "synchronous": _SYNC_NAMES.get(synchronous, synchronous)}
-
-
-_SYNC_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+    return {"journal_mode": journal, "synchronous": sqlite_sync_name(synchronous)}
 
 
 # -- raw drivers ----------------------------------------------------------------
@@ -793,7 +787,7 @@ def _sqlite_default_synchronous() -> str:
             value = db.execute("PRAGMA synchronous").fetchone()[0]
         finally:
             db.close()
-    return str(_SYNC_NAMES.get(value, value))
+    return str(sqlite_sync_name(value))
 
 
 async def _chronicle_sqlite_pragmas(store: EventStore) -> dict[str, Any]:
@@ -813,28 +807,7 @@ async def _chronicle_sqlite_pragmas(store: EventStore) -> dict[str, Any]:
             return {"journal_mode": "unobservable", "synchronous": "unobservable"}
         journal = (await (await writer.execute("PRAGMA journal_mode")).fetchone())[0]
         value = (await (await writer.execute("PRAGMA synchronous")).fetchone())[0]
-    return {"journal_mode": journal, "synchronous": _SYNC_NAMES.get(value, value)}
-
-
-def with_params(dsn: str, **params: str) -> str:
-    parts = urlsplit(dsn)
-    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-
-
-@contextlib.asynccontextmanager
-async def pg_schemas(dsn: str, *names: str) -> AsyncIterator[None]:
-    """Create fresh schemas for the run and drop them afterwards, whatever happens."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        for name in names:
-            await conn.execute(f'CREATE SCHEMA "{name}"')
-        yield
-    finally:
-        for name in names:
-            with contextlib.suppress(Exception):
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        await conn.close()
+    return {"journal_mode": journal, "synchronous": sqlite_sync_name(value)}
 
 
 @contextlib.contextmanager
@@ -927,7 +900,7 @@ async def bench_postgres(
             },
         },
         "setup": {
-            "chronicle": f"eventstore.connect('{_redact(dsn)}?schema=bench_<run>&pool_min={c}"
+            "chronicle": f"eventstore.connect('{redact(dsn)}?schema=bench_<run>&pool_min={c}"
             f"&pool_max={c + 4}'), asyncpg pool",
             "eventsourcing": "eventsourcing.postgres.PostgresApplicationRecorder from "
             "PostgresFactory(env: POSTGRES_SCHEMA=bench_<run>_es, "
@@ -970,14 +943,6 @@ def _es_pg_synchronous_commit(factory: PostgresFactory) -> str:
     with factory.datastore.get_connection() as conn:
         row = conn.execute("SHOW synchronous_commit").fetchone()
     return str(row["synchronous_commit"]) if row else "unknown"
-
-
-def _redact(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 # -- aims -----------------------------------------------------------------------
@@ -1038,35 +1003,18 @@ def aims(settings: Settings) -> list[Aim]:
 
 
 def evaluate_aims(results: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for aim in aims(settings):
-        entry: dict[str, Any] = {
-            "id": aim.id,
-            "backend": aim.backend,
-            "requirement": aim.requirement,
-            "threshold": aim.threshold,
-        }
-        if aim.backend not in results:
-            entry.update(value=None, status="not run", passed=None)
-        else:
-            value = aim.value(results[aim.backend])
-            passed = value >= aim.threshold
-            entry.update(value=value, status="pass" if passed else "fail", passed=passed)
-        out.append(entry)
-    return out
+    return evaluate_threshold_aims(
+        aims(settings), results, lambda aim, value: value >= aim.threshold
+    )
 
 
 # -- entry point ----------------------------------------------------------------
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("chronicle-store", "asyncpg", "aiosqlite", "eventsourcing", "psycopg", "msgspec"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    out["sqlite"] = sqlite3.sqlite_version
+    out = common.versions(
+        "chronicle-store", "asyncpg", "aiosqlite", "eventsourcing", "psycopg", "msgspec"
+    )
     out["psycopg_implementation"] = _psycopg_impl()
     return out
 
@@ -1083,32 +1031,7 @@ def _psycopg_impl() -> str:
 
 def source_state() -> dict[str, Any]:
     """Which code was measured: the commit, and whether eventstore/ differed from it."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False
-        )
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--", "eventstore")
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "eventstore_uncommitted_changes": None}
-    return {
-        "git_commit": commit or None,
-        "eventstore_uncommitted_changes": [line[3:] for line in dirty.splitlines()],
-    }
-
-
-def pg_dsn(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    for name in PG_DSN_ENV:
-        if os.environ.get(name):
-            return os.environ[name]
-    return DEFAULT_PG_DSN
+    return common.source_state("eventstore", key="eventstore_uncommitted_changes")
 
 
 async def run(
@@ -1133,9 +1056,7 @@ async def run(
         "mode": mode,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "machine": platform.machine(),
+            **machine_basics(),
             "note": "shared and noisy; the two libraries alternate within each repetition",
         },
         "versions": versions(),
@@ -1211,30 +1132,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks.eventstore_bench",
         description="Chronicle's event log against the eventsourcing library; prints JSON.",
     )
-    parser.add_argument("--backend", choices=("sqlite", "postgresql", "all"), default="all")
-    parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run")
-    parser.add_argument("--out", type=Path, help="also write the JSON to this file")
-    parser.add_argument(
-        "--pg-dsn",
-        help=f"PostgreSQL server (default: ${PG_DSN_ENV[0]}, ${PG_DSN_ENV[1]}, "
-        f"or {DEFAULT_PG_DSN})",
-    )
+    add_common_args(parser, quick_help="a ~30 s smoke run")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    backends = ("sqlite", "postgresql") if args.backend == "all" else (args.backend,)
+    backends = selected_backends(args.backend)
     settings = QUICK if args.quick else FULL
-    argv_used = list(sys.argv[1:] if argv is None else argv)
-    command = " ".join(["python -m benchmarks.eventstore_bench", *argv_used])
+    command = command_line("benchmarks.eventstore_bench", argv)
     mode = "quick" if args.quick else "full"
     report = asyncio.run(run(backends, settings, pg_dsn(args.pg_dsn), mode, command))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -39,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import pstats
 import random
 import resource
@@ -51,14 +50,12 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -91,9 +88,22 @@ from projections.models import ALL_PROJECTIONS
 from projections.models import ledger as ledger_model
 from projections.projection import Projection
 
-DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_DSN_ENV = ("CHRONICLE_BENCH_PG_DSN", "CHRONICLE_TEST_PG_DSN")
-ROOT = Path(__file__).resolve().parent.parent
+from . import _common as common
+from ._common import (
+    ROOT,
+    add_common_args,
+    command_line,
+    emit,
+    evaluate_threshold_aims,
+    machine_basics,
+    pg_dsn,
+    pg_schemas,
+    redact,
+    selected_backends,
+    sqlite_pragmas,
+    summarize,
+    with_params,
+)
 
 SCAN_PAGE = 5000
 """``read_all`` page size of the raw scan: the engine's own rebuild batch size."""
@@ -560,18 +570,6 @@ async def generate(
 # -- measuring helpers ----------------------------------------------------------------
 
 
-def summarize(values: Sequence[float], digits: int = 0) -> dict[str, Any]:
-    def r(value: float) -> float | int:
-        return round(value) if digits == 0 else round(value, digits)
-
-    return {
-        "median": r(statistics.median(values)),
-        "min": r(min(values)),
-        "max": r(max(values)),
-        "runs": [r(v) for v in values],
-    }
-
-
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of already sorted values."""
     rank = max(1, math.ceil(q / 100 * len(sorted_values)))
@@ -794,10 +792,7 @@ async def observe_durability(store: EventStore) -> dict[str, Any]:
     if store.backend == "sqlite":
         db = getattr(backend, "_db", None)
         if isinstance(db, sqlite3.Connection):
-            journal = db.execute("PRAGMA journal_mode").fetchone()[0]
-            sync = db.execute("PRAGMA synchronous").fetchone()[0]
-            names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
-            return {"journal_mode": journal, "synchronous": names.get(sync, sync)}
+            return sqlite_pragmas(db)
         return {"journal_mode": "unobservable", "synchronous": "unobservable"}
     rows = await store.query("SHOW synchronous_commit")
     return {"synchronous_commit": rows[0][0]}
@@ -1778,27 +1773,6 @@ async def bench_backend(
     return result
 
 
-@contextlib.asynccontextmanager
-async def pg_schemas(dsn: str, *names: str) -> AsyncIterator[None]:
-    """Create fresh schemas for the run and drop them afterwards, whatever happens."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        for name in names:
-            await conn.execute(f'CREATE SCHEMA "{name}"')
-        yield
-    finally:
-        for name in names:
-            with contextlib.suppress(Exception):
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        await conn.close()
-
-
-def with_params(dsn: str, **params: str) -> str:
-    parts = urlsplit(dsn)
-    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-
-
 async def bench_sqlite(settings: Settings) -> dict[str, Any]:
     log("SQLite")
     with tempfile.TemporaryDirectory(prefix="chronicle-proj-bench-") as tmp:
@@ -1858,7 +1832,7 @@ async def bench_postgres(settings: Settings, dsn: str) -> dict[str, Any]:
             await conn.close()
     result["durability"]["server"] = server
     result["setup"] = {
-        "store": f"eventstore.connect('{_redact(dsn)}?schema=bench_proj_<run>'), default pool "
+        "store": f"eventstore.connect('{redact(dsn)}?schema=bench_proj_<run>'), default pool "
         "(1..20); the same URL for generation, the rebuild child and the reads",
         "breakdown_store": "schema bench_proj_<run>_bd",
         "schemas": "created for the run and dropped afterwards, even on failure",
@@ -1887,14 +1861,6 @@ async def pg_server_settings(dsn: str) -> dict[str, Any]:
     out: dict[str, Any] = {row["name"]: row["setting"] for row in rows}
     out["server_version"] = version
     return out
-
-
-def _redact(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 # -- aims ----------------------------------------------------------------------------------
@@ -1966,36 +1932,17 @@ def aims() -> list[Aim]:
 
 
 def evaluate_aims(results: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for aim in aims():
-        entry: dict[str, Any] = {
-            "id": aim.id,
-            "backend": aim.backend,
-            "requirement": aim.requirement,
-            "threshold": aim.threshold,
-        }
-        if aim.backend not in results:
-            entry.update(value=None, status="not run", passed=None)
-        else:
-            value = aim.value(results[aim.backend])
-            passed = value >= aim.threshold if aim.comparison == ">=" else value <= aim.threshold
-            entry.update(value=value, status="pass" if passed else "fail", passed=passed)
-        out.append(entry)
-    return out
+    def passes(aim: Aim, value: float) -> bool:
+        return value >= aim.threshold if aim.comparison == ">=" else value <= aim.threshold
+
+    return evaluate_threshold_aims(aims(), results, passes)
 
 
 # -- entry point --------------------------------------------------------------------------
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("chronicle-store", "asyncpg", "aiosqlite", "msgspec"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    out["sqlite"] = sqlite3.sqlite_version
-    return out
+    return common.versions("chronicle-store", "asyncpg", "aiosqlite", "msgspec")
 
 
 def code_fingerprint() -> str:
@@ -2010,29 +1957,12 @@ def code_fingerprint() -> str:
 
 def source_state() -> dict[str, Any]:
     """Which code was measured: the commit, and whether eventstore/ or projections/ differed."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
-        )
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--", "eventstore", "projections")
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "uncommitted_changes": None}
-    return {
-        "git_commit": commit or None,
-        "uncommitted_changes": [line[3:] for line in dirty.splitlines()],
-    }
+    return common.source_state("eventstore", "projections")
 
 
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
+        **machine_basics(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     with contextlib.suppress(OSError):
@@ -2045,15 +1975,6 @@ def machine() -> dict[str, Any]:
         info["cpu_model"] = model.split(":", 1)[1].strip()
     info["note"] = "shared and noisy: compare figures measured in one run, not across runs"
     return info
-
-
-def pg_dsn(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    for name in PG_DSN_ENV:
-        if os.environ.get(name):
-            return os.environ[name]
-    return DEFAULT_PG_DSN
 
 
 async def run(
@@ -2150,16 +2071,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Chronicle's read models: full rebuild, quant-stats and NAV reads; "
         "prints JSON.",
     )
-    parser.add_argument("--backend", choices=("sqlite", "postgresql", "all"), default="all")
-    parser.add_argument("--quick", action="store_true", help="a ~1 min smoke run")
+    add_common_args(parser, quick_help="a ~1 min smoke run")
     parser.add_argument(
         "--events", type=int, help="events in the rebuilt log (default 1000000; --quick 40000)"
-    )
-    parser.add_argument("--out", type=Path, help="also write the JSON to this file")
-    parser.add_argument(
-        "--pg-dsn",
-        help=f"PostgreSQL server (default: ${PG_DSN_ENV[0]}, ${PG_DSN_ENV[1]}, "
-        f"or {DEFAULT_PG_DSN})",
     )
     parser.add_argument("--rebuild-child", metavar="URL", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -2170,21 +2084,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rebuild_child:
         print(json.dumps(asyncio.run(rebuild_child(args.rebuild_child))))
         return 0
-    backends = ("sqlite", "postgresql") if args.backend == "all" else (args.backend,)
+    backends = selected_backends(args.backend)
     settings = QUICK if args.quick else FULL
     if args.events is not None:
         if args.events < EVENTS_PER_CYCLE * settings.deployments:
             raise SystemExit(f"--events must be >= {EVENTS_PER_CYCLE * settings.deployments}")
         settings = Settings(**{**asdict(settings), "events": args.events})
-    argv_used = list(sys.argv[1:] if argv is None else argv)
-    command = " ".join(["python -m benchmarks.projections_bench", *argv_used])
+    command = command_line("benchmarks.projections_bench", argv)
     mode = "quick" if args.quick else "full"
     report = asyncio.run(run(backends, settings, pg_dsn(args.pg_dsn), mode, command))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -47,11 +47,9 @@ import json
 import logging
 import math
 import os
-import platform
 import pstats
 import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,10 +59,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -79,8 +76,21 @@ from statemanager import StateData, StateManager, StateManagerConfig
 from statemanager.records import PortfolioSnapshot
 from statemanager.warm import LEDGER_STREAM, SNAPSHOT_STREAM
 
-DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_DSN_ENV = ("CHRONICLE_BENCH_PG_DSN", "CHRONICLE_TEST_PG_DSN")
+from . import _common as common
+from ._common import (
+    add_common_args,
+    aim_entry,
+    command_line,
+    emit,
+    judge,
+    machine_basics,
+    pg_dsn,
+    selected_backends,
+    sqlite_pragmas,
+    summarize,
+    with_params,
+)
+
 PEER_VERSION = "2.29.2"
 PEER_PACKAGE = f"almanak=={PEER_VERSION}"
 DEFAULT_PEER_VENV = "/tmp/almanak-venv"
@@ -1280,18 +1290,6 @@ async def asyncpg_raw_commits(
 # -- statistics ------------------------------------------------------------------------------
 
 
-def summarize(values: Sequence[float], digits: int = 0) -> dict[str, Any]:
-    def r(value: float) -> float | int:
-        return round(value) if digits == 0 else round(value, digits)
-
-    return {
-        "median": r(statistics.median(values)),
-        "min": r(min(values)),
-        "max": r(max(values)),
-        "runs": [r(v) for v in values],
-    }
-
-
 def rate_summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summarize([r["ops"] / r["seconds"] for r in runs])
 
@@ -1713,12 +1711,7 @@ def _max_p50(figure: dict[str, Any] | None, key: str) -> float | None:
 
 
 def evaluate(aim: Aim, result: dict[str, Any] | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "id": aim.id,
-        "backend": aim.backend,
-        "requirement": aim.requirement,
-        "threshold": aim.threshold,
-    }
+    entry = aim_entry(aim)
     if result is None:
         entry.update(status="not run", passed=None)
         return entry
@@ -1736,8 +1729,7 @@ def evaluate(aim: Aim, result: dict[str, Any] | None) -> dict[str, Any]:
             entry.update(status="not run", passed=None)
             return entry
         passed = ours <= aim.threshold if aim.kind == "at_most" else ours < aim.threshold
-        entry.update(value=ours, status="pass" if passed else "fail", passed=passed)
-        return entry
+        return judge(entry, ours, passed)
     if peer_ran:
         reference, source = measured, "almanak 2.29.2 measured in this run"
         if reference is None:
@@ -1770,9 +1762,7 @@ def evaluate(aim: Aim, result: dict[str, Any] | None) -> dict[str, Any]:
         return entry
     value = ratio(ours, reference) if aim.higher_is_better else ratio(reference, ours)
     assert value is not None
-    passed = value >= aim.threshold
-    entry.update(value=value, status="pass" if passed else "fail", passed=passed)
-    return entry
+    return judge(entry, value, value >= aim.threshold)
 
 
 # -- profiling the missed aims -------------------------------------------------------------
@@ -2173,10 +2163,8 @@ def _chronicle_sqlite_pragmas(side: ChronicleSide) -> dict[str, Any]:
     db: Any = getattr(backend, "_db", None)
     if not isinstance(db, sqlite3.Connection):
         return {"journal_mode": "unobservable", "synchronous": "unobservable"}
-    names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
     return {
-        "journal_mode": db.execute("PRAGMA journal_mode").fetchone()[0],
-        "synchronous": names.get(db.execute("PRAGMA synchronous").fetchone()[0]),
+        **sqlite_pragmas(db),
         "wal_autocheckpoint": db.execute("PRAGMA wal_autocheckpoint").fetchone()[0],
     }
 
@@ -2199,12 +2187,6 @@ async def _pg_server_settings(conn: asyncpg.Connection) -> dict[str, Any]:
     return out
 
 
-def with_params(dsn: str, **params: str) -> str:
-    parts = urlsplit(dsn)
-    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-
-
 def _with_database(dsn: str, database: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
@@ -2214,43 +2196,11 @@ def _with_database(dsn: str, database: str) -> str:
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("chronicle-store", "asyncpg", "aiosqlite", "msgspec"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    out["sqlite"] = sqlite3.sqlite_version
-    return out
+    return common.versions("chronicle-store", "asyncpg", "aiosqlite", "msgspec")
 
 
 def source_state() -> dict[str, Any]:
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False
-        )
-        return done.stdout.rstrip("\n") if done.returncode == 0 else ""  # keep "XY path"
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--", "statemanager", "eventstore", "projections")
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "uncommitted_changes": None}
-    return {
-        "git_commit": commit or None,
-        "uncommitted_changes": [line[3:] for line in dirty.splitlines()],
-    }
-
-
-def pg_dsn(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    for name in PG_DSN_ENV:
-        if os.environ.get(name):
-            return os.environ[name]
-    return DEFAULT_PG_DSN
+    return common.source_state("statemanager", "eventstore", "projections")
 
 
 async def run(
@@ -2318,9 +2268,7 @@ async def run(
         "mode": mode,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "machine": platform.machine(),
+            **machine_basics(),
             "loadavg_at_start": [round(x, 2) for x in load_start],
             "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
             "note": "shared and noisy; the two libraries alternate within each repetition, so "
@@ -2500,14 +2448,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks.statemanager_bench",
         description="Chronicle's StateManager against almanak 2.29.2's; prints JSON.",
     )
-    parser.add_argument("--backend", choices=("sqlite", "postgresql", "all"), default="all")
-    parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
-    parser.add_argument("--out", type=Path, help="also write the JSON to this file")
-    parser.add_argument(
-        "--pg-dsn",
-        help=f"PostgreSQL server (default: ${PG_DSN_ENV[0]}, ${PG_DSN_ENV[1]}, "
-        f"or {DEFAULT_PG_DSN})",
-    )
+    add_common_args(parser, quick_help="a ~1 minute smoke run")
     parser.add_argument(
         "--peer-python",
         help=f"the interpreter with almanak {PEER_VERSION} installed (default: "
@@ -2522,10 +2463,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    backends = ("sqlite", "postgresql") if args.backend == "all" else (args.backend,)
+    backends = selected_backends(args.backend)
     settings = QUICK if args.quick else FULL
-    argv_used = list(sys.argv[1:] if argv is None else argv)
-    command = " ".join(["python -m benchmarks.statemanager_bench", *argv_used])
+    command = command_line("benchmarks.statemanager_bench", argv)
     report = asyncio.run(
         run(
             backends,
@@ -2538,11 +2478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             profile=not args.no_profile,
         )
     )
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 
