@@ -98,10 +98,13 @@ _DDL = (
 )
 
 _INSERT = f"INSERT INTO chronicle_events ({COLUMNS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?,?)"
-_DEPLOYMENT_HEAD = (
-    "SELECT deployment_seq, hash FROM chronicle_events WHERE deployment_id = ? "
-    "ORDER BY deployment_seq DESC LIMIT 1"
+_HEAD = (
+    "SELECT d.deployment_seq, d.hash, (SELECT coalesce(max(stream_version), 0) "
+    "FROM chronicle_events WHERE deployment_id = ?1 AND stream = ?2) "
+    "FROM (SELECT 1) LEFT JOIN (SELECT deployment_seq, hash FROM chronicle_events "
+    "WHERE deployment_id = ?1 ORDER BY deployment_seq DESC LIMIT 1) AS d"
 )
+"""Both heads an append needs, in one statement (the append holds the write lock)."""
 _STREAM_VERSION = (
     "SELECT coalesce(max(stream_version), 0) FROM chronicle_events "
     "WHERE deployment_id = ? AND stream = ?"
@@ -452,9 +455,9 @@ def _execute(db: sqlite3.Connection, statements: Sequence[Statement]) -> None:
 
 
 def _read_head(db: sqlite3.Connection, request: AppendRequest) -> Head:
-    row = db.execute(_DEPLOYMENT_HEAD, (request.deployment_id,)).fetchone()
-    seq, digest = (0, encoding.GENESIS_HASH) if row is None else (row[0], row[1])
-    version = db.execute(_STREAM_VERSION, (request.deployment_id, request.stream)).fetchone()[0]
+    seq, digest, version = db.execute(_HEAD, (request.deployment_id, request.stream)).fetchone()
+    if seq is None:
+        return Head(0, encoding.GENESIS_HASH, version)
     return Head(seq, digest, version)
 
 
@@ -498,14 +501,21 @@ def _append(db: sqlite3.Connection, request: AppendRequest) -> AppendResult:
             for event in sealed
         ]
         try:
-            db.executemany(_INSERT, rows)
+            cursor = (
+                db.execute(_INSERT, rows[0]) if len(rows) == 1 else db.executemany(_INSERT, rows)
+            )
         except sqlite3.IntegrityError:
             replay = replayed_result(request, _stored(db, request))
             db.execute("ROLLBACK")
             if replay is None:
                 raise
             return replay
-        position = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        last_rowid = cursor.lastrowid if len(rows) == 1 else None
+        position: int = (
+            last_rowid
+            if last_rowid is not None
+            else db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        )
         for statement in inline_statements(request, sealed, position):
             _run_inline(db, statement)
         db.execute("COMMIT")
