@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -128,6 +128,48 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     def decode(self, as_type: builtins.type[T]) -> T:
         """The event's data as an instance of ``as_type`` (a msgspec Struct, say)."""
         return encoding.decode_payload_as(self.raw_data, as_type)
+
+
+class ReplayedEvent(msgspec.Struct, frozen=True, gc=False):
+    """An event as a replay needs it: where it sits, its type and its payload.
+
+    No id, metadata, time or hashes: a rebuild reads every event of the log, and
+    building those (a UUID, a datetime, two digests per event) cost about as much
+    as reading the rows. Read models never need them.
+    """
+
+    position: int
+    deployment_id: str
+    deployment_seq: int
+    stream: str
+    stream_version: int
+    type: str
+    schema_version: int
+    raw_data: bytes
+
+
+class Placement(Protocol):
+    """Where an event sits in the log: what read models may use besides its payload.
+
+    Both :class:`RecordedEvent` and :class:`ReplayedEvent` are placements.
+    """
+
+    @property
+    def position(self) -> int: ...
+    @property
+    def deployment_id(self) -> str: ...
+    @property
+    def deployment_seq(self) -> int: ...
+    @property
+    def stream(self) -> str: ...
+    @property
+    def stream_version(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def schema_version(self) -> int: ...
+    @property
+    def raw_data(self) -> bytes: ...
 
 
 class AppendResult(msgspec.Struct, frozen=True):

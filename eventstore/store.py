@@ -18,6 +18,7 @@ from .records import (
     Horizon,
     NewEvent,
     RecordedEvent,
+    ReplayedEvent,
     VerifyReport,
 )
 from .url import PostgresURL, parse_url
@@ -113,6 +114,26 @@ class EventStore:
             if not types:
                 return []
         return await self._open().read_all(after_position, limit, types)
+
+    async def read_for_replay(
+        self,
+        after: int = 0,
+        limit: int = 5000,
+        *,
+        types: Sequence[str] | None = None,
+        deployment_id: str | None = None,
+    ) -> list[ReplayedEvent]:
+        """Events for a replay: the global log after position ``after`` (gap-safe,
+        as :meth:`read_all`), or with ``deployment_id`` that deployment's log after
+        sequence number ``after``; each without ids, metadata, time or hashes."""
+        check_read_args(limit, after)
+        if deployment_id is not None:
+            validation.check_identifier("deployment_id", deployment_id)
+        if types is not None:
+            types = [validation.check_identifier("event type", t) for t in types]
+            if not types:
+                return []
+        return await self._open().read_for_replay(after, limit, types, deployment_id)
 
     async def execute(self, statements: Sequence[Statement]) -> None:
         """Run SQL statements (``$1`` placeholders) in one transaction, all or nothing.

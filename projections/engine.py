@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -25,7 +25,9 @@ from eventstore import (
     ExpectedVersion,
     InlineStepFailed,
     NewEvent,
+    Placement,
     RecordedEvent,
+    ReplayedEvent,
     Statement,
 )
 from eventstore.encoding import now_micros
@@ -33,8 +35,10 @@ from eventstore.encoding import now_micros
 from .errors import ProjectionFailed, ProjectionOutdated, ProjectionWriteRefused
 from .events import DomainEvent, decode_event, encode_event
 from .projection import Projection
+from .replay import replay_statements
 
 CATALOG = "chronicle_projections"
+_P = TypeVar("_P", bound=Placement)
 _CATALOG_DDL = f"""CREATE TABLE IF NOT EXISTS {CATALOG} (
     name TEXT PRIMARY KEY,
     version BIGINT NOT NULL,
@@ -309,10 +313,7 @@ class ProjectionEngine:
     async def _commit_batch(
         self, projection: Projection, row: CatalogRow, batch: Sequence[RecordedEvent]
     ) -> None:
-        statements: list[Statement] = []
-        for record in batch:
-            event = decode_event(record.type, record.schema_version, record.raw_data)
-            statements.extend(projection.apply(event, record))
+        statements = _replay_statements(projection, batch, projection.event_types())
         async with self.store.transaction() as tx:
             moved = await tx.query(
                 f"UPDATE {CATALOG} SET checkpoint = $1, updated_at = $2 "
@@ -359,9 +360,11 @@ class ProjectionEngine:
     ) -> list[RebuildReport]:
         """Rebuild one projection (or all) into shadow tables, then swap them in.
 
-        Live tables keep answering until the swap, which is one transaction. An
-        interrupted rebuild resumes from its last committed batch when called
-        again with the same projection, version and scope.
+        Projections rebuilt together share one pass over the log: each batch is
+        read and decoded once and committed, for all of them, in one transaction.
+        Live tables keep answering until each projection's swap, which is one
+        transaction. An interrupted rebuild resumes from its last committed batch
+        when called again with the same projections, version and scope.
         """
         names = [name] if name is not None else sorted(self._classes)
         for each in names:
@@ -369,20 +372,30 @@ class ProjectionEngine:
                 raise KeyError(f"unknown projection {each!r}; known: {sorted(self._classes)}")
         if deployment_id is not None:
             eventstore.validation.check_identifier("deployment_id", deployment_id)
+        started = time.perf_counter()
+        plans = [await self._shadow_plan(each, deployment_id) for each in names]
+        await self._replay_into(plans, deployment_id, batch_size, progress)
         reports = []
-        for each in names:
-            reports.append(await self._rebuild_one(each, deployment_id, batch_size, progress))
-            self._outdated.pop(each, None)
+        for plan in plans:
+            plan.replayed += await self._swap(
+                plan.cls, plan.shadow, deployment_id, plan.checkpoint, plan.types
+            )
+            self._outdated.pop(plan.cls.name, None)
+            reports.append(
+                RebuildReport(
+                    plan.cls.name,
+                    plan.replayed,
+                    time.perf_counter() - started,
+                    plan.resumed_from,
+                    deployment_id,
+                )
+            )
         return reports
 
-    async def _rebuild_one(
-        self, name: str, deployment_id: str | None, batch_size: int, progress: Progress | None
-    ) -> RebuildReport:
+    async def _shadow_plan(self, name: str, deployment_id: str | None) -> _ShadowPlan:
+        """Shadow tables for ``name``: those of an interrupted rebuild, or new ones."""
         cls = self._classes[name]
-        shadow = cls(shadow=True)
-        types = cls.event_types()
         scope = deployment_id or ""
-        started = time.perf_counter()
         row = (await self.catalog())[name]
         if (
             row.status == "rebuilding"
@@ -391,7 +404,6 @@ class ProjectionEngine:
             and row.shadow_generation is not None
         ):
             checkpoint = row.shadow_checkpoint or 0
-            generation = row.shadow_generation
         else:
             checkpoint = 0
             generation = max(row.generation, row.shadow_generation or 0) + 1
@@ -407,44 +419,78 @@ class ProjectionEngine:
                 )
             )
             await self.store.execute(statements)
-        resumed_from = checkpoint
-        replayed = 0
         # an asynchronous projection's rows for one deployment may not run ahead of
         # the projector, or it would apply those events a second time
         limit = row.checkpoint if deployment_id is not None and name in self._async else None
-        while True:
-            batch = await self._rebuild_batch(deployment_id, checkpoint, batch_size, types)
-            full = len(batch) == batch_size
-            if limit is not None:
-                batch = _up_to(batch, limit)
-                full = full and len(batch) == batch_size
-            if not batch:
-                break
-            statements = _apply_all(shadow, batch, types)
-            checkpoint = _checkpoint_of(batch, deployment_id)
-            statements.append(
-                Statement(
-                    f"UPDATE {CATALOG} SET shadow_checkpoint = $1, updated_at = $2 WHERE name = $3",
-                    (checkpoint, now_micros(), name),
+        return _ShadowPlan(cls, cls(shadow=True), frozenset(cls.event_types()), checkpoint, limit)
+
+    async def _replay_into(
+        self,
+        plans: Sequence[_ShadowPlan],
+        deployment_id: str | None,
+        batch_size: int,
+        progress: Progress | None,
+    ) -> None:
+        """Replay the log into the plans' shadow tables, batch by batch, each batch
+        committed together with every plan's checkpoint.
+
+        Three batches are in flight: the next one is read and this one decoded
+        while the previous one commits. On PostgreSQL the read, the commit and
+        this process's decoding overlap (two connections, the server's own
+        process); on SQLite they take turns on the loop's thread, in order.
+        A batch's statements start only after the previous batch committed.
+        """
+        if not plans:
+            return
+        types = sorted(set().union(*(plan.types for plan in plans)))
+
+        def read(after: int) -> asyncio.Future[list[ReplayedEvent]]:
+            return asyncio.ensure_future(
+                self.store.read_for_replay(
+                    after, batch_size, types=types, deployment_id=deployment_id
                 )
             )
-            await self.store.execute(statements)
-            replayed += sum(1 for e in batch if e.type in types)
-            if progress is not None:
-                progress(name, replayed)
-            if not full:
-                break
-        replayed += await self._swap(cls, shadow, deployment_id, checkpoint, types)
-        return RebuildReport(
-            name, replayed, time.perf_counter() - started, resumed_from, deployment_id
-        )
 
-    async def _rebuild_batch(
-        self, deployment_id: str | None, checkpoint: int, batch_size: int, types: Sequence[str]
-    ) -> list[RecordedEvent]:
-        if deployment_id is None:
-            return await self.store.read_all(checkpoint, batch_size, types=types)
-        return await self.store.read_deployment(deployment_id, checkpoint + 1, batch_size)
+        def report(counts: dict[str, int]) -> None:
+            if progress is not None:
+                for name, replayed in counts.items():
+                    progress(name, replayed)
+
+        reading = read(min(plan.checkpoint for plan in plans))
+        writing: asyncio.Future[None] | None = None
+        written: dict[str, int] = {}
+        try:
+            while True:
+                batch = await reading
+                if not batch:
+                    break
+                full = len(batch) == batch_size
+                if full:
+                    reading = read(_checkpoint_of(batch, deployment_id))
+                statements = _replay_batch(plans, batch, deployment_id)
+                statements.extend(
+                    Statement(
+                        f"UPDATE {CATALOG} SET shadow_checkpoint = $1, updated_at = $2 "
+                        "WHERE name = $3",
+                        (plan.checkpoint, now_micros(), plan.cls.name),
+                    )
+                    for plan in plans
+                )
+                if writing is not None:
+                    await writing
+                    report(written)
+                written = {plan.cls.name: plan.replayed for plan in plans}
+                writing = asyncio.ensure_future(self.store.execute(statements))
+                if not full:
+                    break
+            if writing is not None:
+                await writing
+                report(written)
+        finally:
+            unfinished = [f for f in (reading, writing) if f is not None and not f.done()]
+            for future in unfinished:
+                future.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def _swap(
         self,
@@ -452,7 +498,7 @@ class ProjectionEngine:
         shadow: Projection,
         deployment_id: str | None,
         checkpoint: int,
-        types: Sequence[str],
+        types: Iterable[str],
     ) -> int:
         """Apply the log's tail and put the shadow tables in place, in one transaction."""
         name = cls.name
@@ -469,14 +515,14 @@ class ProjectionEngine:
             # past it. The projector applies everything after ``checkpoint`` instead.
             while deployment_id is not None or name not in self._async:
                 if deployment_id is None:
-                    batch = await tx.read_all(checkpoint, 5000, types)
+                    batch = await tx.read_all(checkpoint, 5000, sorted(types))
                 else:
                     batch = await tx.read_deployment(deployment_id, checkpoint + 1, 5000)
                     if name in self._async:  # the projector has not seen past its checkpoint
                         batch = _up_to(batch, row.checkpoint)
                 if not batch:
                     break
-                await tx.execute(_apply_all(shadow, batch, types))
+                await tx.execute(_replay_statements(shadow, batch, types))
                 checkpoint = _checkpoint_of(batch, deployment_id)
                 if deployment_id is None:
                     last_position = checkpoint
@@ -554,20 +600,83 @@ class _CheckpointMoved(Exception):
     """Another projector (or a rebuild's swap) moved the checkpoint first."""
 
 
-def _apply_all(
-    projection: Projection, batch: Sequence[RecordedEvent], types: Sequence[str]
+class _ShadowPlan:
+    """One projection's part in a rebuild: its shadow tables and how far they are."""
+
+    def __init__(
+        self,
+        cls: type[Projection],
+        shadow: Projection,
+        types: frozenset[str],
+        checkpoint: int,
+        limit: int | None,
+    ) -> None:
+        self.cls = cls
+        self.shadow = shadow
+        self.types = types
+        self.checkpoint = checkpoint
+        """Everything at or below this (position, or deployment seq) is in the shadow."""
+        self.resumed_from = checkpoint
+        self.limit = limit
+        """For an asynchronous projection rebuilt for one deployment: the projector's
+        checkpoint, which the shadow may not pass."""
+        self.done = False
+        self.replayed = 0
+
+
+def _replay_batch(
+    plans: Sequence[_ShadowPlan], batch: Sequence[Placement], deployment_id: str | None
 ) -> list[Statement]:
-    wanted = set(types)
-    statements: list[Statement] = []
+    """Every plan's statements for ``batch``, each event decoded once; checkpoints moved."""
+    by_type: dict[str, list[_ShadowPlan]] = {}
+    for plan in plans:
+        for event_type in plan.types:
+            by_type.setdefault(event_type, []).append(plan)
+    items: dict[str, list[tuple[DomainEvent, Placement]]] = {p.cls.name: [] for p in plans}
     for record in batch:
-        if record.type not in wanted:
+        wanting = by_type.get(record.type)
+        if not wanting:
             continue
-        event = decode_event(record.type, record.schema_version, record.raw_data)
-        statements.extend(projection.apply(event, record))
+        mark = record.position if deployment_id is None else record.deployment_seq
+        event: DomainEvent | None = None
+        for plan in wanting:
+            if plan.done or mark <= plan.checkpoint:
+                continue
+            if plan.limit is not None and record.position > plan.limit:
+                plan.done = True  # the projector has not gone past here yet
+                continue
+            if event is None:
+                event = decode_event(
+                    record.type, record.schema_version, record.raw_data, trusted=True
+                )
+            items[plan.cls.name].append((event, record))
+    end = _checkpoint_of(batch, deployment_id)
+    statements: list[Statement] = []
+    for plan in plans:
+        taken = items[plan.cls.name]
+        plan.replayed += len(taken)
+        if not plan.done:
+            plan.checkpoint = max(plan.checkpoint, end)
+        elif taken:
+            last = taken[-1][1]
+            plan.checkpoint = last.position if deployment_id is None else last.deployment_seq
+        statements.extend(replay_statements(plan.shadow, taken))
     return statements
 
 
-def _up_to(batch: Sequence[RecordedEvent], position: int) -> list[RecordedEvent]:
+def _replay_statements(
+    projection: Projection, batch: Sequence[Placement], types: Iterable[str]
+) -> list[Statement]:
+    wanted = set(types)
+    items = [
+        (decode_event(r.type, r.schema_version, r.raw_data, trusted=True), r)
+        for r in batch
+        if r.type in wanted
+    ]
+    return replay_statements(projection, items)
+
+
+def _up_to(batch: Sequence[_P], position: int) -> list[_P]:
     """The leading events of a deployment-ordered batch at or below ``position``."""
     kept = []
     for event in batch:
@@ -577,7 +686,7 @@ def _up_to(batch: Sequence[RecordedEvent], position: int) -> list[RecordedEvent]
     return kept
 
 
-def _checkpoint_of(batch: Sequence[RecordedEvent], deployment_id: str | None) -> int:
+def _checkpoint_of(batch: Sequence[Placement], deployment_id: str | None) -> int:
     last = batch[-1]
     return last.position if deployment_id is None else last.deployment_seq
 

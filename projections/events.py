@@ -42,6 +42,7 @@ Conventions (they hold for every Struct in this module):
 """
 
 import enum
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -232,6 +233,8 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     def __post_init__(self) -> None:
+        if _TRUSTED.decoding:
+            return
         for name, is_dt, is_dec in _field_checks(type(self)):
             value = getattr(self, name)
             if value is None:
@@ -254,6 +257,20 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
                 if type(value) is int:
                     msgspec.structs.force_setattr(self, name, Decimal(value))
 
+
+class _TrustedDecoding(threading.local):
+    """Set while decoding bytes the log already holds (see ``decode_event(trusted=True)``).
+
+    Those bytes passed these checks when they were encoded, and decoding them
+    cannot make them fail (MessagePack timestamps come back aware, in UTC; a
+    Decimal field comes back Decimal), so replays skip the per-field walk.
+    Thread-local, so a Struct built on another thread meanwhile is still checked.
+    """
+
+    decoding = False
+
+
+_TRUSTED = _TrustedDecoding()
 
 # Per class: (field name, is a datetime field, is a Decimal field), computed once.
 _FieldChecks = tuple[tuple[str, bool, bool], ...]
@@ -909,7 +926,9 @@ def encode_event(ev: DomainEvent) -> tuple[str, int, bytes]:
     return cls.event_type, cls.schema_version, data
 
 
-def decode_event(event_type: str, schema_version: int, data: bytes) -> DomainEvent:
+def decode_event(
+    event_type: str, schema_version: int, data: bytes, *, trusted: bool = False
+) -> DomainEvent:
     """Decode stored bytes into the current version of the named event.
 
     Raises :class:`UnknownEventType` for a name not in :data:`EVENT_TYPES`,
@@ -917,6 +936,10 @@ def decode_event(event_type: str, schema_version: int, data: bytes) -> DomainEve
     :class:`MissingUpcaster` when an older version cannot be lifted, and
     :class:`EventDecodeError` when the bytes are not a valid payload (including
     a naive datetime or a field of the wrong type).
+
+    ``trusted`` is for bytes read back from the log, which were checked when
+    they were encoded: the per-field UTC/Decimal walk is skipped (a replay
+    decodes every event of the log; the walk cost about an eighth of it).
     """
     cls = EVENT_TYPES.get(event_type)
     if cls is None:
@@ -924,7 +947,14 @@ def decode_event(event_type: str, schema_version: int, data: bytes) -> DomainEve
     current = cls.schema_version
     try:
         if schema_version == current:
-            event: DomainEvent = _decoder_for(cls).decode(data)
+            if not trusted:
+                event: DomainEvent = _decoder_for(cls).decode(data)
+                return event
+            _TRUSTED.decoding = True
+            try:
+                event = _decoder_for(cls).decode(data)
+            finally:
+                _TRUSTED.decoding = False
             return event
         if schema_version < 1 or schema_version > current:
             raise UnknownSchemaVersion(event_type, schema_version, current)

@@ -10,7 +10,7 @@ the projector (async) and a rebuild into shadow tables, and give the same rows.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from eventstore import RecordedEvent, Statement
+from eventstore import Placement, Statement
 from eventstore.encoding import datetime_to_micros, micros_to_datetime
 
 from .events import DomainEvent
@@ -88,8 +88,17 @@ class Projection(abc.ABC):
         """Build SQL text from ``self.t``; called once per instance."""
 
     @abc.abstractmethod
-    def apply(self, event: DomainEvent, recorded: RecordedEvent) -> Iterable[Statement]:
+    def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         """The statements that bring this model's rows up to date with ``event``."""
+
+    def replay_key(self, event: DomainEvent) -> Hashable | None:
+        """The rows ``event`` changes, so a replay may regroup statements across events.
+
+        Events with different keys must commute: they change different rows, or
+        add to a shared counter. ``None`` (the default) makes the event a barrier
+        that nothing is moved across; see :mod:`projections.replay`.
+        """
+        return None
 
     @classmethod
     def event_types(cls) -> tuple[str, ...]:

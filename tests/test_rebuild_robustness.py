@@ -374,7 +374,7 @@ async def test_a_cancelled_rebuild_resumes_to_the_same_rows(engine: ProjectionEn
     await engine.rebuild(batch_size=500)  # the uninterrupted rebuild
     uninterrupted = await dump(store)
     assert uninterrupted == inline
-    target = "nav"  # the fifth of nine: four are rebuilt and swapped before it is cut
+    target = "nav"
     seen: list[tuple[str, int]] = []
     await settle(store)
 
@@ -387,19 +387,19 @@ async def test_a_cancelled_rebuild_resumes_to_the_same_rows(engine: ProjectionEn
 
     with pytest.raises(asyncio.CancelledError):
         await asyncio.create_task(engine.rebuild(batch_size=8, progress=cancel_midway))
-    assert {name for name, _ in seen} == set(NAMES[: NAMES.index(target) + 1])
+    # one pass over the log feeds every projection: all were part-way when cut
+    assert {name for name, _ in seen} == set(NAMES)
     catalog = await catalog_rows(store)
-    status, _, checkpoint = catalog[target]
-    assert status == "rebuilding" and checkpoint > 0
-    assert all(catalog[name][0] == "live" for name in NAMES if name != target)
+    checkpoints = {name: catalog[name][2] for name in NAMES}
+    assert all(catalog[name][0] == "rebuilding" for name in NAMES)
+    assert all(checkpoint > 0 for checkpoint in checkpoints.values()), checkpoints
     assert await dump(store) == inline, "the live tables changed before the swap"
 
     reports = by_name(await engine.rebuild(batch_size=8))
-    resumed = reports[target]
-    assert resumed.resumed_from == checkpoint > 0
-    # nothing replayed twice, nothing skipped: the resume replays exactly the rest
-    assert resumed.events == await events_after(store, target, checkpoint)
-    assert all(reports[name].resumed_from == 0 for name in NAMES if name != target)
+    for name in NAMES:
+        # nothing replayed twice, nothing skipped: the resume replays exactly the rest
+        assert reports[name].resumed_from == checkpoints[name] > 0
+        assert reports[name].events == await events_after(store, name, checkpoints[name])
     assert await dump(store) == uninterrupted
     assert all(row[0] == "live" and row[2] is None for row in (await catalog_rows(store)).values())
     assert written > 1000
@@ -415,7 +415,7 @@ async def test_a_rebuild_cancelled_at_arbitrary_points_still_converges(
     await fill(engine, DEPLOYMENTS, 40)
     inline = await dump(store)
     await settle(store)
-    timeout, cuts, resumable = 0.01, 0, 0
+    timeout, cuts, resumable = 0.002, 0, 0
     while True:
         try:
             await asyncio.wait_for(engine.rebuild(batch_size=6), timeout)
@@ -458,7 +458,7 @@ async def test_b_a_rebuild_killed_mid_way_resumes_in_another_process(
     assert written > 2500
     inline = await dump(store)
     generations = {name: row[1] for name, row in (await catalog_rows(store)).items()}
-    target = "ledger"  # "accounting" is rebuilt and swapped before it
+    target = "ledger"
     await settle(store)
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", REBUILD_CHILD, store_url, "4", cwd=ROOT, env=child_env()
@@ -484,13 +484,16 @@ async def test_b_a_rebuild_killed_mid_way_resumes_in_another_process(
     catalog = await catalog_rows(store)
     status, _, checkpoint = catalog[target]
     assert status == "rebuilding" and checkpoint >= observed > 0
-    assert catalog["accounting"][1] > generations["accounting"], "accounting was swapped"
+    # one pass feeds every projection: each stopped at its last committed batch,
+    # none was swapped
+    assert all(catalog[name][1] == generations[name] for name in NAMES)
+    checkpoints = {name: catalog[name][2] for name in NAMES}
     assert await dump(store) == inline, "the kill left the live tables changed"
 
     reports = by_name(await engine.rebuild(batch_size=1000))
-    assert reports[target].resumed_from == checkpoint
-    assert reports[target].events == await events_after(store, target, checkpoint)
-    assert all(reports[name].resumed_from == 0 for name in NAMES if name != target)
+    for name in NAMES:
+        assert reports[name].resumed_from == checkpoints[name]
+        assert reports[name].events == await events_after(store, name, checkpoints[name])
     assert await dump(store) == inline  # what an uninterrupted rebuild gives (test a)
     assert all(row[0] == "live" and row[2] is None for row in (await catalog_rows(store)).values())
 
@@ -552,12 +555,11 @@ async def test_c_readers_never_see_an_empty_or_partial_model(
             started = json.loads(await asyncio.wait_for(child.stdout.readline(), 60))
             assert started["baseline"] == digest(before)
 
-            rebuilding = ""
-            read_during: dict[str, int] = dict.fromkeys(NAMES, 0)
+            rebuilding: set[str] = set()  # one pass rebuilds them all at once
+            read_during = 0
 
             def note(name: str, done: int) -> None:
-                nonlocal rebuilding
-                rebuilding = name
+                rebuilding.add(name)
 
             task = asyncio.create_task(engine.rebuild(batch_size=8, progress=note))
 
@@ -567,8 +569,9 @@ async def test_c_readers_never_see_an_empty_or_partial_model(
                     seen = await answers(reader, DEPLOYMENTS)
                     assert seen == before, f"a reader saw a changed model while {rebuilding!r}"
                     reads += 1
-                    if rebuilding:
-                        read_during[rebuilding] += 1
+                    if rebuilding == set(NAMES):
+                        nonlocal read_during
+                        read_during += 1
                     await asyncio.sleep(0)
                 return reads
 
@@ -582,7 +585,7 @@ async def test_c_readers_never_see_an_empty_or_partial_model(
             await child.wait()
     assert report["errors"] == [] and report["wrong"] == 0, report
     assert report["reads"] > 0 and own > 0 and seconds > 0
-    assert all(read_during.values()), f"no read while some projection was rebuilt: {read_during}"
+    assert read_during > 0, "no read while the projections were rebuilt"
     assert await answers(engine, DEPLOYMENTS) == before
     assert await dump(store) == inline
 
@@ -596,12 +599,11 @@ async def test_d_appends_during_a_rebuild_are_in_the_final_rows(engine: Projecti
     # more rounds for the same deployments, and a deployment that is new
     extra = appends([*DEPLOYMENTS, "dep-new"], range(50, 400))
     await settle(store)
-    rebuilding = ""
-    appended_during: dict[str, int] = dict.fromkeys(NAMES, 0)
+    rebuilding: set[str] = set()  # one pass rebuilds them all at once
+    appended_during = 0
 
     def note(name: str, done: int) -> None:
-        nonlocal rebuilding
-        rebuilding = name
+        rebuilding.add(name)
 
     task = asyncio.create_task(engine.rebuild(batch_size=5, progress=note))
     last_state: dict[str, int | None] = {}  # the version each deployment's state is at
@@ -614,11 +616,10 @@ async def test_d_appends_during_a_rebuild_are_in_the_final_rows(engine: Projecti
         for event in events:
             if isinstance(event, StateSaved | StateDeleted):
                 last_state[dep] = event.version if isinstance(event, StateSaved) else None
-        if rebuilding:
-            appended_during[rebuilding] += 1
+        appended_during += rebuilding == set(NAMES)
         await asyncio.sleep(0)
     await task
-    assert all(appended_during.values()), f"some rebuild saw no appends: {appended_during}"
+    assert appended_during > 0, "the rebuild saw no appends"
     after = await dump(store)
     state: Any = engine.live("state")
     for dep, version in last_state.items():

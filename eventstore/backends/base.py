@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from ..append import AppendRequest, Statement
-from ..records import AppendResult, Horizon, RecordedEvent
+from ..records import AppendResult, Horizon, RecordedEvent, ReplayedEvent
 
 SCHEMA_COMPONENT = "eventstore"
 SCHEMA_VERSION = 1
@@ -22,6 +22,11 @@ COLUMNS = (
     "schema_version, data, metadata, recorded_at, prev_hash, hash"
 )
 """The stored columns in ``RecordedEvent`` field order; both dialects use these names."""
+
+REPLAY_COLUMNS = (
+    "position, deployment_id, deployment_seq, stream, stream_version, type, schema_version, data"
+)
+"""The columns of ``ReplayedEvent``, in field order."""
 
 IDENTITY_COLUMNS = (
     "event_id, deployment_id, stream, type, schema_version, data, metadata, position, "
@@ -69,6 +74,18 @@ class Backend(Protocol):
     async def read_all(
         self, after_position: int, limit: int, types: Sequence[str] | None
     ) -> list[RecordedEvent]: ...
+
+    async def read_for_replay(
+        self,
+        after: int,
+        limit: int,
+        types: Sequence[str] | None,
+        deployment_id: str | None,
+    ) -> list[ReplayedEvent]:
+        """Events after ``after`` (a position; a deployment seq when ``deployment_id``
+        is given), lean, in log order: what a rebuild reads. Gap-safe like
+        ``read_all``."""
+        ...
 
     async def execute(self, statements: Sequence[Statement]) -> None:
         """Run statements in one transaction: all take effect or none."""

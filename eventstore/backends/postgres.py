@@ -54,9 +54,16 @@ from ..errors import (
     SchemaVersionError,
     WrongExpectedVersion,
 )
-from ..records import AppendResult, Horizon, RecordedEvent
+from ..records import AppendResult, Horizon, RecordedEvent, ReplayedEvent
 from ..validation import satisfies
-from .base import COLUMNS, IDENTITY_COLUMNS, SCHEMA_COMPONENT, SCHEMA_VERSION, stream_start
+from .base import (
+    COLUMNS,
+    IDENTITY_COLUMNS,
+    REPLAY_COLUMNS,
+    SCHEMA_COMPONENT,
+    SCHEMA_VERSION,
+    stream_start,
+)
 
 NOTIFY_CHANNEL = "chronicle_events"
 _RECORD, _UNIT, _ALL = "\x1e", "\x1f", "*"
@@ -395,6 +402,27 @@ class PostgresBackend:
             "AND type = ANY($3::text[]) ORDER BY position LIMIT $2"
         )
         return await self._fetch(sql, after_position, limit, list(types))
+
+    async def read_for_replay(
+        self, after: int, limit: int, types: Sequence[str] | None, deployment_id: str | None
+    ) -> list[ReplayedEvent]:
+        args: list[Any]
+        if deployment_id is None:
+            where, args = f"position > $1 AND position < {_READABLE_BELOW}", [after]
+            order = "position"
+        else:
+            where, args = "deployment_id = $1 AND deployment_seq > $2", [deployment_id, after]
+            order = "deployment_seq"
+        if types is not None:
+            args.append(list(types))
+            where += f" AND type = ANY(${len(args)}::text[])"
+        args.append(limit)
+        rows = await self._pool.fetch(
+            f"SELECT {REPLAY_COLUMNS} FROM chronicle_events WHERE {where} "
+            f"ORDER BY {order} LIMIT ${len(args)}",
+            *args,
+        )
+        return [ReplayedEvent(*row) for row in rows]
 
     async def execute(self, statements: Sequence[Statement]) -> None:
         async with self._pool.acquire() as conn, conn.transaction():

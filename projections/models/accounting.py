@@ -12,10 +12,10 @@ as the PostgreSQL database uses the C collation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
-from eventstore import EventStore, RecordedEvent, Statement
+from eventstore import EventStore, Placement, Statement
 
 from ..events import AccountingEventRecorded, DomainEvent
 from ..projection import Index, Projection, Table, from_json, to_json, ts, unts
@@ -99,7 +99,12 @@ class AccountingProjection(Projection):
         )
         self._select = f"SELECT {_COLUMNS} FROM {table} WHERE deployment_id = $1"
 
-    def apply(self, event: DomainEvent, recorded: RecordedEvent) -> Iterable[Statement]:
+    def replay_key(self, event: DomainEvent) -> Hashable | None:
+        if isinstance(event, AccountingEventRecorded):
+            return (event.deployment_id, event.accounting_event_id)
+        return None
+
+    def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         if isinstance(event, AccountingEventRecorded):
             yield Statement(
                 self._upsert,

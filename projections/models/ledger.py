@@ -10,14 +10,14 @@ entries as they stand.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from datetime import datetime
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
 
-from eventstore import EventStore, RecordedEvent, Statement
+from eventstore import EventStore, Placement, Statement
 
 from ..events import DomainEvent, LedgerAndRegistryCommitted, LedgerEntry, LedgerEntryRecorded
 from ..projection import Index, Projection, Table, dec, flag, from_json, to_json, ts, undec, unts
@@ -160,7 +160,16 @@ class LedgerProjection(Projection):
             f"SELECT gas_usd FROM {ledger} WHERE deployment_id = $1 AND gas_usd IS NOT NULL"
         )
 
-    def apply(self, event: DomainEvent, recorded: RecordedEvent) -> Iterable[Statement]:
+    def replay_key(self, event: DomainEvent) -> Hashable | None:
+        """One entry's row; the stats row only adds and subtracts, and the anchor
+        is recomputed from the rows on every add, so entries commute."""
+        if isinstance(event, LedgerEntryRecorded):
+            return (event.entry.deployment_id, event.entry.entry_id)
+        if isinstance(event, LedgerAndRegistryCommitted):
+            return (event.ledger.deployment_id, event.ledger.entry_id)
+        return None
+
+    def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         if isinstance(event, LedgerEntryRecorded):
             entry = event.entry
         elif isinstance(event, LedgerAndRegistryCommitted):

@@ -7,14 +7,14 @@ to different PnL, so the two must not meet in this table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
-from eventstore import EventStore, RecordedEvent, Statement
+from eventstore import EventStore, Placement, Statement
 
 from ..events import DomainEvent, PortfolioMetricsSaved
 from ..projection import Projection, Table, dec, flag, from_json, to_json, ts, undec, unts
@@ -81,7 +81,10 @@ class MetricsProjection(Projection):
         )
         self._select = f"SELECT {_COLUMNS} FROM {table} WHERE deployment_id = $1"
 
-    def apply(self, event: DomainEvent, recorded: RecordedEvent) -> Iterable[Statement]:
+    def replay_key(self, event: DomainEvent) -> Hashable | None:
+        return event.deployment_id if isinstance(event, PortfolioMetricsSaved) else None
+
+    def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         if isinstance(event, PortfolioMetricsSaved):
             yield Statement(
                 self._upsert,

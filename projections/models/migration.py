@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from eventstore import EventStore, RecordedEvent, Statement
+from eventstore import EventStore, Placement, Statement
 
 from ..events import (
     DomainEvent,
@@ -103,7 +103,7 @@ class MigrationProjection(Projection):
         )
         self._select = f"SELECT {_COLUMNS} FROM {table}"
 
-    def apply(self, event: DomainEvent, recorded: RecordedEvent) -> Iterable[Statement]:
+    def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         if isinstance(event, MigrationStateUpserted):
             yield Statement(
                 self._insert,

@@ -42,14 +42,14 @@ snapshot recorded after it, whatever its ``created_at``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
-from eventstore import EventStore, InlineStepFailed, RecordedEvent, Statement
+from eventstore import EventStore, InlineStepFailed, Placement, Statement
 from eventstore.encoding import micros_to_datetime
 
 from ..errors import ProjectionWriteRefused
@@ -200,7 +200,14 @@ class NavProjection(Projection):
         )
         self._id_owner = f"SELECT ts FROM {snaps} WHERE deployment_id = $1 AND snapshot_id = $2"
 
-    def apply(self, event: DomainEvent, recorded: RecordedEvent) -> Iterable[Statement]:
+    def replay_key(self, event: DomainEvent) -> Hashable | None:
+        """One timestamp's row; the stats row only counts and takes a maximum.
+        A retention prune spans many rows: a barrier."""
+        if isinstance(event, PortfolioSnapshotRecorded):
+            return (event.deployment_id, event.timestamp)
+        return None
+
+    def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         if isinstance(event, PortfolioSnapshotRecorded):
             snapshot_id = _snapshot_id(event, recorded)
             at = ts(event.timestamp)
@@ -382,7 +389,7 @@ def _check_cap(scan_cap: int) -> None:
         raise ValueError(f"scan_cap must be positive, got {scan_cap}")
 
 
-def _snapshot_id(event: PortfolioSnapshotRecorded, recorded: RecordedEvent) -> int:
+def _snapshot_id(event: PortfolioSnapshotRecorded, recorded: Placement) -> int:
     return event.snapshot_id if event.snapshot_id is not None else recorded.deployment_seq
 
 

@@ -8,14 +8,14 @@ field keeps the stored value and ``fills``, when given, replaces the whole list.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
-from eventstore import EventStore, RecordedEvent, Statement
+from eventstore import EventStore, Placement, Statement
 
 from ..events import (
     OPEN_CLOB_ORDER_STATUSES,
@@ -130,7 +130,12 @@ class OrdersProjection(Projection):
         self._delete = f"DELETE FROM {table} WHERE deployment_id = $1 AND order_id = $2"
         self._select = f"SELECT {_COLUMNS} FROM {table}"
 
-    def apply(self, event: DomainEvent, recorded: RecordedEvent) -> Iterable[Statement]:
+    def replay_key(self, event: DomainEvent) -> Hashable | None:
+        if isinstance(event, (ClobOrderSaved, ClobOrderStatusUpdated, ClobOrderDeleted)):
+            return (event.deployment_id, event.order_id)
+        return None
+
+    def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         if isinstance(event, ClobOrderSaved):
             yield Statement(
                 self._upsert,

@@ -16,12 +16,12 @@ collation; another collation would order them differently.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from eventstore import EventStore, RecordedEvent, Statement
+from eventstore import EventStore, Placement, Statement
 
 from ..events import DomainEvent, PositionAttributionUpdated, PositionEventRecorded
 from ..projection import (
@@ -135,7 +135,12 @@ class PositionEventsProjection(Projection):
         )
         self._select = f"SELECT {_COLUMNS} FROM {table}"
 
-    def apply(self, event: DomainEvent, recorded: RecordedEvent) -> Iterable[Statement]:
+    def replay_key(self, event: DomainEvent) -> Hashable | None:
+        if isinstance(event, (PositionEventRecorded, PositionAttributionUpdated)):
+            return (event.deployment_id, event.position_event_id)
+        return None
+
+    def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         if isinstance(event, PositionEventRecorded):
             yield Statement(self._insert, (*_event_row(event), recorded.deployment_seq))
         elif isinstance(event, PositionAttributionUpdated):

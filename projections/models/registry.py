@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from eventstore import EventStore, InlineStepFailed, RecordedEvent, Statement
+from eventstore import EventStore, InlineStepFailed, Placement, Statement
 
 from ..errors import RegistryAutoCollisionError, RegistryHandleConflict
 from ..events import (
@@ -147,7 +147,7 @@ class RegistryProjection(Projection):
         }
         self._physical_tables = {table, self.tables[0].physical(), self.tables[0].physical(True)}
 
-    def apply(self, event: DomainEvent, recorded: RecordedEvent) -> Iterable[Statement]:
+    def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         if isinstance(event, RegistryRowBackfilled):
             yield Statement(self._backfill, _row_params(event.row, event.row.handle))
         elif isinstance(event, LedgerAndRegistryCommitted):

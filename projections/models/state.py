@@ -7,13 +7,13 @@ stay in the log, readable with ``chronicle replay``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from eventstore import EventStore, RecordedEvent, Statement
+from eventstore import EventStore, Placement, Statement
 
 from ..events import DomainEvent, StateDeleted, StateSaved
 from ..projection import Projection, Table, from_json, to_json, ts, unts
@@ -66,7 +66,10 @@ class StateProjection(Projection):
             f"updated_at, stream_version FROM {table}"
         )
 
-    def apply(self, event: DomainEvent, recorded: RecordedEvent) -> Iterable[Statement]:
+    def replay_key(self, event: DomainEvent) -> Hashable | None:
+        return event.deployment_id if isinstance(event, (StateSaved, StateDeleted)) else None
+
+    def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         if isinstance(event, StateSaved):
             first = event.first_created_at or event.created_at
             yield Statement(
