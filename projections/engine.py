@@ -126,7 +126,13 @@ class ProjectionEngine:
     # -- start-up -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create what is missing; rebuild (or refuse) projections whose version changed."""
+        """Create what is missing; rebuild (or refuse) projections whose version changed.
+
+        A projection new to a store whose log already holds its events starts in
+        status ``new`` and is built from the log here (a first build cut short is
+        finished by the next start); one that comes with an empty log starts live
+        and stays in step inline from the first append.
+        """
         async with self.store.transaction() as tx:
             if self.store.backend == "postgresql":  # concurrent first starts
                 await tx.query("SELECT pg_advisory_xact_lock(hashtext('chronicle-projections'))")
@@ -136,16 +142,16 @@ class ProjectionEngine:
                 if name in catalog:
                     continue
                 statements = [s for t in cls.tables for s in t.create(t.physical(), 1)]
-                statements.append(_insert_catalog(name, cls.version))
+                status = "new" if await _log_has(tx, cls) else "live"
+                statements.append(_insert_catalog(name, cls.version, status))
                 await tx.execute(statements)
         catalog = await self.catalog()
         for name, cls in self._classes.items():
             row = catalog[name]
             stale = row.version != cls.version
-            fresh_but_behind = (
-                row.generation == 1 and row.checkpoint == 0 and (await self._log_has(cls))
-            )
-            if not (stale or fresh_but_behind):
+            # never built from the log yet (its first build may have been cut short)
+            unbuilt = row.generation == 1 and row.status in ("new", "rebuilding")
+            if not (stale or unbuilt):
                 continue
             if stale and self._on_version_change == "refuse":
                 self._outdated[name] = (
@@ -153,19 +159,7 @@ class ProjectionEngine:
                     f"version {cls.version}; run `chronicle rebuild --projection {name}`"
                 )
                 continue
-            if fresh_but_behind and not stale and row.status == "live" and name in self._async:
-                continue  # the projector catches up from checkpoint 0 by itself
             await self.rebuild(name)
-
-    async def _log_has(self, cls: type[Projection]) -> bool:
-        # not read_all: a transaction open elsewhere on the server may hold it back,
-        # and a projection must not start empty because of that
-        types = cls.event_types()
-        marks = ", ".join(f"${i}" for i in range(1, len(types) + 1))
-        rows = await self.store.query(
-            f"SELECT 1 FROM chronicle_events WHERE type IN ({marks}) LIMIT 1", types
-        )
-        return bool(rows)
 
     async def catalog(self) -> dict[str, CatalogRow]:
         return await _catalog(self.store)
@@ -699,12 +693,26 @@ def _failure_text(name: str, record: RecordedEvent, exc: BaseException) -> str:
     )
 
 
-def _insert_catalog(name: str, version: int) -> Statement:
+def _insert_catalog(name: str, version: int, status: str) -> Statement:
     return Statement(
         f"INSERT INTO {CATALOG} (name, version, generation, checkpoint, status, updated_at) "
-        "VALUES ($1, $2, 1, 0, 'live', $3) ON CONFLICT (name) DO NOTHING",
-        (name, version, now_micros()),
+        "VALUES ($1, $2, 1, 0, $3, $4) ON CONFLICT (name) DO NOTHING",
+        (name, version, status, now_micros()),
     )
+
+
+async def _log_has(source: Any, cls: type[Projection]) -> bool:
+    """Whether the log holds an event ``cls`` handles.
+
+    Not ``read_all``: a transaction open elsewhere on the server may hold it back,
+    and a projection must not start empty because of that.
+    """
+    types = cls.event_types()
+    marks = ", ".join(f"${i}" for i in range(1, len(types) + 1))
+    rows = await source.query(
+        f"SELECT 1 FROM chronicle_events WHERE type IN ({marks}) LIMIT 1", types
+    )
+    return bool(rows)
 
 
 async def _catalog(source: Any) -> dict[str, CatalogRow]:

@@ -100,6 +100,11 @@ class Projection(abc.ABC):
         """
         return None
 
+    def fold(self, earlier: Statement, later: Statement) -> Statement | None:
+        """One statement with the effect of ``earlier`` then ``later`` (both for the
+        same replay key), or ``None`` to run both. Replays only."""
+        return None
+
     @classmethod
     def event_types(cls) -> tuple[str, ...]:
         return tuple(kind.event_type for kind in cls.handles)

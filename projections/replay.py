@@ -8,7 +8,9 @@ SQL text together, and run as one ``executemany``.
 
 A projection says which rows an event touches with :meth:`Projection.replay_key`.
 Events of one key keep their order; the statements of each event keep theirs.
-An event without a key is a barrier: nothing moves across it.
+An event without a key is a barrier: nothing moves across it. A projection may
+also fold a key's consecutive statements into one (the last of many saves of a
+state row is the one that counts), so a replay writes fewer rows than it reads.
 """
 
 from __future__ import annotations
@@ -24,48 +26,50 @@ Item = tuple[DomainEvent, Placement]
 
 
 def replay_statements(projection: Projection, items: Sequence[Item]) -> list[Statement]:
-    """The statements that apply ``items`` in order, regrouped by SQL where it is safe.
+    """The statements that apply ``items`` in order, folded and regrouped where safe.
 
-    Keyed events are placed in layers: an event goes one layer above the previous
-    event of its key, so each layer holds at most one event per key. Layers run
-    in order; inside a layer the events' first statements run together, then
-    their second ones, and so on, each column sorted by SQL text. The effect is
-    that of running the events one by one, because events of different keys
-    change different rows (or add to shared counters, which commutes).
+    Each key's statements queue up in order; a statement the projection can fold
+    into the one before it (:meth:`Projection.fold`: a second save of a row, say)
+    replaces it. The queues then run side by side: every key's first statement,
+    sorted by SQL text, then every key's second one, and so on. The effect is that
+    of running the events one by one, because events of different keys change
+    different rows (or add to shared counters, which commutes).
     """
     out: list[Statement] = []
-    layers: list[list[list[Statement]]] = []
-    depth: dict[Hashable, int] = {}
+    queues: dict[Hashable, list[Statement]] = {}
     for event, recorded in items:
         statements = list(projection.apply(event, recorded))
         if not statements:
             continue
         key = projection.replay_key(event)
         if key is None:  # a barrier: finish what came before, then this event alone
-            _flush(layers, out)
-            depth.clear()
+            _flush(queues, out)
             out.extend(statements)
             continue
-        level = depth.get(key, 0)
-        depth[key] = level + 1
-        if level == len(layers):
-            layers.append([])
-        layers[level].append(statements)
-    _flush(layers, out)
+        queue = queues.get(key)
+        if queue is None:
+            queues[key] = statements
+            continue
+        for statement in statements:
+            folded = projection.fold(queue[-1], statement)
+            if folded is None:
+                queue.append(statement)
+            else:
+                queue[-1] = folded
+    _flush(queues, out)
     return out
 
 
-def _flush(layers: list[list[list[Statement]]], out: list[Statement]) -> None:
-    for layer in layers:
-        if len(layer) == 1:
-            out.extend(layer[0])
-            continue
-        width = max(len(statements) for statements in layer)
+def _flush(queues: dict[Hashable, list[Statement]], out: list[Statement]) -> None:
+    if len(queues) == 1:
+        out.extend(next(iter(queues.values())))
+    elif queues:
+        width = max(len(queue) for queue in queues.values())
         for column in range(width):
-            cells = [s[column] for s in layer if column < len(s)]
+            cells = [queue[column] for queue in queues.values() if column < len(queue)]
             cells.sort(key=_sql)  # stable: one SQL text keeps event order
             out.extend(cells)
-    layers.clear()
+    queues.clear()
 
 
 def _sql(statement: Statement) -> str:

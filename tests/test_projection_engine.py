@@ -269,3 +269,26 @@ async def test_unknown_projection_names_are_refused(engine: ProjectionEngine) ->
         await engine.rebuild("nope")
     with pytest.raises(eventstore.InvalidIdentifier):
         await engine.rebuild("state", deployment_id="")
+
+
+async def test_a_second_start_rebuilds_nothing(engine: ProjectionEngine) -> None:
+    """Inline projections never move their checkpoint: a restart must not read that
+    as "never built" and replay the whole log (it did, found by the verify work)."""
+    await fill(engine)
+    catalog = await engine.catalog()
+    again = ProjectionEngine(engine.store, [StateProjection, LedgerProjection])
+    await again.start()
+    assert await again.catalog() == catalog
+
+
+async def test_a_projection_added_to_an_existing_log_is_built_on_start(store: EventStore) -> None:
+    first = ProjectionEngine(store, [StateProjection])
+    await first.start()
+    await fill(first)
+    later = ProjectionEngine(store, [StateProjection, LedgerProjection])
+    await later.start()
+    catalog = await later.catalog()
+    assert catalog["ledger"].status == "live" and catalog["ledger"].generation == 2
+    assert catalog["state"].generation == 1  # untouched
+    stats = await later.live("ledger").quant_stats(store, "dep-1")  # type: ignore[attr-defined]
+    assert stats.total == len({f"e{i % 11}" for i in range(1, 31) if i % 3 == 1})

@@ -84,6 +84,10 @@ class MetricsProjection(Projection):
     def replay_key(self, event: DomainEvent) -> Hashable | None:
         return event.deployment_id if isinstance(event, PortfolioMetricsSaved) else None
 
+    def fold(self, earlier: Statement, later: Statement) -> Statement | None:
+        """Every save replaces the whole row: the later one is all that counts."""
+        return later if earlier.sql == later.sql == self._upsert else None
+
     def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         if isinstance(event, PortfolioMetricsSaved):
             yield Statement(

@@ -135,6 +135,40 @@ class OrdersProjection(Projection):
             return (event.deployment_id, event.order_id)
         return None
 
+    def fold(self, earlier: Statement, later: Statement) -> Statement | None:
+        """A save or update then an update: one statement with the update applied the
+        way its SQL would (given values replace, NULLs keep). Anything then a delete:
+        the delete."""
+        if later.sql == self._delete:
+            return later
+        if later.sql != self._update:
+            return None
+        _, _, status, updated_at, fills, filled, average, error = later.params
+        p = earlier.params
+        if earlier.sql == self._update:
+            return Statement(
+                self._update,
+                (
+                    p[0],
+                    p[1],
+                    status,
+                    updated_at,
+                    _given(fills, p[4]),
+                    _given(filled, p[5]),
+                    _given(average, p[6]),
+                    _given(error, p[7]),
+                ),
+            )
+        if earlier.sql == self._upsert:
+            row = list(p)
+            row[5], row[16] = status, updated_at
+            row[10] = _given(fills, row[10])
+            row[8] = _given(filled, row[8])
+            row[9] = _given(average, row[9])
+            row[13] = _given(error, row[13])
+            return Statement(self._upsert, tuple(row))
+        return None
+
     def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         if isinstance(event, ClobOrderSaved):
             yield Statement(
@@ -223,3 +257,8 @@ def _order(row: Any) -> ClobOrder:
         submitted_at=unts(row[15]),  # type: ignore[arg-type]
         updated_at=unts(row[16]),  # type: ignore[arg-type]
     )
+
+
+def _given(value: Any, current: Any) -> Any:
+    """``coalesce(value, current)``, as the update statement computes it."""
+    return current if value is None else value

@@ -69,6 +69,16 @@ class StateProjection(Projection):
     def replay_key(self, event: DomainEvent) -> Hashable | None:
         return event.deployment_id if isinstance(event, (StateSaved, StateDeleted)) else None
 
+    def fold(self, earlier: Statement, later: Statement) -> Statement | None:
+        """A save then a save: the later one, keeping the first ``created_at``
+        (the upsert keeps a row's first one). Anything then a delete: the delete."""
+        if later.sql == self._delete:
+            return later
+        if earlier.sql == self._upsert and later.sql == self._upsert:
+            created = earlier.params[5] if earlier.params[5] is not None else later.params[5]
+            return Statement(self._upsert, (*later.params[:5], created, *later.params[6:]))
+        return None
+
     def apply(self, event: DomainEvent, recorded: Placement) -> Iterable[Statement]:
         if isinstance(event, StateSaved):
             first = event.first_created_at or event.created_at
