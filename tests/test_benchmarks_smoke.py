@@ -51,3 +51,34 @@ async def test_sqlite_suite_reports_both_libraries_and_the_aims() -> None:
 def test_command_line_parses() -> None:
     args = bench.parse_args(["--backend", "sqlite", "--quick", "--out", "x.json"])
     assert (args.backend, args.quick, str(args.out)) == ("sqlite", True, "x.json")
+
+
+async def test_operator_bench_reports_every_figure() -> None:
+    from benchmarks import operator_bench
+
+    tiny = operator_bench.Settings(
+        sizes=(200,), compare_max=200, repetitions=1, large_repetitions=1
+    )
+    report = await operator_bench.run(["sqlite"], tiny, bench.DEFAULT_PG_DSN, "smoke")
+    json.dumps(report)  # the whole report is plain JSON
+    (step,) = report["results"]["sqlite"]["steps"]
+    assert step["events"] == 200
+    for name in ("replay", "verify_chain", "verify_compare", "export", "verify_file"):
+        assert step[name]["events_per_s"]["median"] > 0, name
+    assert step["replay"]["chain_ok"] and step["verify_compare"]["ok"]
+    assert report["warnings"] == []
+
+
+async def test_import_bench_reports_rows_per_s_and_a_clean_check() -> None:
+    from benchmarks import import_bench
+
+    files = import_bench.fixture_files()[:2]
+    settings = import_bench.Settings(repetitions=1, grown_cycles=2, grown_repetitions=1)
+    report = await import_bench.run(["sqlite"], settings, bench.DEFAULT_PG_DSN, "smoke", "", files)
+    json.dumps(report)
+    assert report["warnings"] == []
+    for workload in ("fixtures", "grown"):
+        figures = report["results"]["sqlite"][workload]
+        assert figures["rows_per_s"]["median"] > 0 and figures["all_checks_clean"]
+    assert report["results"]["sqlite"]["durability"]["synchronous"] == "FULL"
+    assert import_bench.parse_args(["--quick", "--backend", "sqlite"]).quick

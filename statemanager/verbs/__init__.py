@@ -9,6 +9,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import demo, rebuild, verify, writer_role
+from . import demo, export, import_, rebuild, replay, stats, verify, writer_role
 
-VERBS: tuple[ModuleType, ...] = (demo, rebuild, verify, writer_role)
+VERBS: tuple[ModuleType, ...] = (demo, rebuild, replay, verify, import_, export, stats, writer_role)
