@@ -63,6 +63,9 @@ def test_rebuild_reports_and_keeps_the_rows(store_url: str, tmp_path: Path) -> N
     again = chronicle("demo", "--cycles", "5", "--url", store_url, "--json", cwd=tmp_path)
     assert again.returncode == 0 and json.loads(again.stdout)["audit"]["chain_ok"]
     one = chronicle("rebuild", "--projection", "ledger", "--url", store_url, cwd=tmp_path)
-    assert one.returncode == 0 and "ledger" in one.stdout and "total" in one.stdout
+    assert one.returncode == 0 and "rebuilt 1 read model(s)" in one.stdout
+    assert "ledger" in one.stdout and "25 events" in one.stdout
     bad = chronicle("rebuild", "--projection", "nope", "--url", store_url, cwd=tmp_path)
     assert bad.returncode == 2 and "unknown projection" in bad.stderr
+    nobody = chronicle("rebuild", "--deployment", "nobody", "--url", store_url, cwd=tmp_path)
+    assert nobody.returncode == 2 and "has no events" in nobody.stderr

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
-import eventstore
-
 from ..progress import Progress
-from .common import add_store_arguments, store_url
+from .common import OK, add_store_arguments, fail, store_url
 
 NAME = "rebuild"
 HELP = "rebuild read models from the log (shadow tables, then an atomic swap)"
@@ -27,54 +24,59 @@ async def run(args: argparse.Namespace) -> int:
     from projections.engine import ProjectionEngine
     from projections.models import ALL_PROJECTIONS
 
+    from ..audit import AuditInputError
+    from ..audit.source import open_existing, require_deployment
+
     names = sorted(cls.name for cls in ALL_PROJECTIONS)
     if args.projection is not None and args.projection not in names:
-        print(
-            f"chronicle rebuild: unknown projection {args.projection!r}; "
-            f"choose one of {', '.join(names)}",
-            file=sys.stderr,
-        )
-        return 2
-    async with eventstore.connect(store_url(args)) as store:
-        engine = ProjectionEngine(store, ALL_PROJECTIONS)
-        await engine.start()
-        bar = None if args.json else Progress("rebuilding", total=None)
-        started = time.perf_counter()
-        reports = await engine.rebuild(
-            args.projection,
-            deployment_id=args.deployment,
-            progress=None if bar is None else (lambda _name, done: bar.update(done)),
-        )
-        if bar is not None:
-            bar.close()
-        seconds = time.perf_counter() - started
+        fail(NAME, f"unknown projection {args.projection!r}; choose one of {', '.join(names)}")
+    try:
+        async with open_existing(store_url(args)) as store:
+            if args.deployment is not None:
+                await require_deployment(store, args.deployment)
+            engine = ProjectionEngine(store, ALL_PROJECTIONS)
+            await engine.start()
+            bar = None if args.json else Progress("rebuilding", total=None)
+            done: dict[str, int] = {}
+
+            def progress(name: str, replayed: int) -> None:
+                done[name] = replayed
+                if bar is not None:
+                    bar.update(sum(done.values()))
+
+            started = time.perf_counter()
+            reports = await engine.rebuild(
+                args.projection, deployment_id=args.deployment, progress=progress
+            )
+            if bar is not None:
+                bar.close()
+            seconds = time.perf_counter() - started
+    except AuditInputError as exc:
+        fail(NAME, str(exc))
     events = sum(r.events for r in reports)
+    rate = events / seconds if seconds else 0.0
     if args.json:
         print(
             json.dumps(
                 {
                     "events": events,
                     "seconds": round(seconds, 3),
-                    "events_per_s": round(events / seconds) if seconds else 0,
+                    "events_per_s": round(rate),
+                    "deployment": args.deployment,
                     "projections": [
-                        {
-                            "name": r.projection,
-                            "events": r.events,
-                            "seconds": round(r.seconds, 3),
-                            "resumed_from": r.resumed_from,
-                        }
+                        {"name": r.projection, "events": r.events, "resumed_from": r.resumed_from}
                         for r in reports
                     ],
                 }
             )
         )
-        return 0
+        return OK
+    scope = f" of deployment {args.deployment!r}" if args.deployment else ""
+    print(
+        f"rebuilt {len(reports)} read model(s){scope} from {events:,} events in {seconds:.2f} s "
+        f"({rate:,.0f} events/s, one pass over the log)"
+    )
     for report in reports:
-        resumed = f" (resumed after position {report.resumed_from})" if report.resumed_from else ""
-        print(
-            f"{report.projection:<16} {report.events:>9} events  {report.seconds:7.2f} s"
-            f"  {report.rate:>9,.0f}/s{resumed}"
-        )
-    rate = events / seconds if seconds else 0.0
-    print(f"{'total':<16} {events:>9} events  {seconds:7.2f} s  {rate:>9,.0f}/s")
-    return 0
+        resumed = f"  (resumed after {report.resumed_from})" if report.resumed_from else ""
+        print(f"  {report.projection:<16} {report.events:>10,} events{resumed}")
+    return OK
