@@ -407,9 +407,11 @@ class LegacySource(Record, frozen=True, kw_only=True):
     ``primary_key`` the row's key columns (``{"rowid": n}`` for a table without
     one). ``null_columns`` names columns that held SQL NULL where the event field
     can only say "absent" (a ``None`` Decimal means ``''`` by default, a text
-    field is ``''``). ``unmapped_columns`` keeps every legacy column the event
-    has no field for (e.g. a ``strategy_id`` twin of ``deployment_id``, an
-    autoincrement ``id``), so nothing in the source row is lost.
+    field is ``''``). ``unmapped_columns`` keeps, verbatim, every legacy cell
+    the event cannot give back byte for byte: columns it has no field for (a
+    ``strategy_id`` twin of ``deployment_id``, an autoincrement ``id``) and cells
+    whose field would re-render them differently (compact JSON, ``1e5``, a time
+    written with ``Z``), so nothing in the source row is lost.
     """
 
     source_digest: str
