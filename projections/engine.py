@@ -214,10 +214,22 @@ class ProjectionEngine:
     def _inline_statements(
         self, events: Sequence[DomainEvent], recorded: Sequence[RecordedEvent]
     ) -> list[Statement]:
-        statements: list[Statement] = []
+        if len(events) == 1:  # a runner's usual write
+            return [
+                statement
+                for projection in self._inline_by_type.get(recorded[0].type, ())
+                for statement in projection.apply(events[0], recorded[0])
+            ]
+        # many events in one commit (a batch, an import): grouped and folded as a
+        # replay is, the same rows in far fewer driver calls; the append is still
+        # all or nothing, so an invariant a row breaks is refused either way
+        items: dict[str, tuple[Projection, list[tuple[DomainEvent, Placement]]]] = {}
         for event, record in zip(events, recorded, strict=True):
             for projection in self._inline_by_type.get(record.type, ()):
-                statements.extend(projection.apply(event, record))
+                items.setdefault(projection.name, (projection, []))[1].append((event, record))
+        statements: list[Statement] = []
+        for projection, taken in items.values():
+            statements.extend(replay_statements(projection, taken))
         return statements
 
     async def _explain(self, failure: InlineStepFailed, events: Sequence[DomainEvent]) -> Exception:

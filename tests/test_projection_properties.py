@@ -1339,22 +1339,47 @@ async def harness(store: eventstore.EventStore) -> AsyncIterator[Harness]:
     yield Harness(engine)
 
 
-async def run_history(harness: Harness, history: list[DomainEvent], rebuilt: str) -> None:
+async def run_history(
+    harness: Harness, history: list[DomainEvent], rebuilt: str, batched: bool = False
+) -> None:
+    """Append ``history`` event by event, or (``batched``) each run of accepted events
+    of one stream in one append, whose inline statements are grouped and folded."""
     engine, store = harness.engine, harness.engine.store
     # each example gets its own deployments, so examples never see each other's rows
     suffix = f"-{next(harness.counter)}-{uuid.uuid4().hex[:6]}"
     deployments = [d + suffix for d in DEPLOYMENTS]
     reference = Reference()
+    pending: list[DomainEvent] = []
+
+    async def flush() -> None:
+        if pending:
+            hypothesis.event(
+                "batched append of " + ("one event" if len(pending) == 1 else "several")
+            )
+            await engine.append(deployment_of(pending[0]), STREAMS[type(pending[0])], pending)
+            pending.clear()
+
     for event in (rename(e, suffix) for e in history):
         dep = deployment_of(event)
+        same_stream = bool(pending) and (deployment_of(pending[0]), STREAMS[type(pending[0])]) == (
+            dep,
+            STREAMS[type(event)],
+        )
+        if not same_stream:
+            await flush()
         if reference.apply(event):
-            await engine.append(dep, STREAMS[type(event)], [event])
+            if batched:
+                pending.append(event)
+            else:
+                await engine.append(dep, STREAMS[type(event)], [event])
         else:
+            await flush()
             hypothesis.event(f"refused {type(event).__name__}")
             before = await dump(store)
             with pytest.raises(ProjectionWriteRefused):
                 await engine.append(dep, STREAMS[type(event)], [event])
             assert await dump(store) == before, "a refused write changed a read model"
+    await flush()
     for path in sorted(reference.paths):
         hypothesis.event(path)
     for dep in deployments:  # refused writes left nothing in the log either
@@ -1374,8 +1399,8 @@ async def run_history(harness: Harness, history: list[DomainEvent], rebuilt: str
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(example=histories())
+@given(example=histories(), batched=st.booleans())
 async def test_inline_rebuild_and_reference_agree(
-    harness: Harness, example: tuple[list[DomainEvent], str]
+    harness: Harness, example: tuple[list[DomainEvent], str], batched: bool
 ) -> None:
-    await run_history(harness, *example)
+    await run_history(harness, *example, batched=batched)
