@@ -82,3 +82,36 @@ async def test_import_bench_reports_rows_per_s_and_a_clean_check() -> None:
         assert figures["rows_per_s"]["median"] > 0 and figures["all_checks_clean"]
     assert report["results"]["sqlite"]["durability"]["synchronous"] == "FULL"
     assert import_bench.parse_args(["--quick", "--backend", "sqlite"]).quick
+
+
+async def test_projections_bench_instruments_the_one_pass_rebuild(tmp_path: Path) -> None:
+    import dataclasses
+
+    from benchmarks import projections_bench as proj
+    from projections.models import ALL_PROJECTIONS
+
+    url = f"sqlite:///{tmp_path / 'breakdown.db'}"
+    out = await proj.breakdown(url, dataclasses.replace(proj.QUICK, breakdown_events=800))
+    json.dumps(out)  # plain JSON
+    split = out["instrumented_rebuild"]
+    counts = split["counts"]
+    assert counts["rows_read"] == counts["decode_calls"] == counts["events_applied"]
+    assert counts["events_applied"] == out["events"] == 800
+    assert counts["decode_calls_untrusted"] == 0
+    assert counts["statements_from_apply"] > counts["statements_after_fold"] > 0
+    assert counts["statements_executed"] > counts["statements_after_fold"]
+    assert 0 < counts["driver_calls"] < counts["statements_executed"]
+    for part in ("read", "decode", "replay_statements", "execute", "shadow_ddl"):
+        assert split["total"][f"{part}_s"] > 0, part
+    per_projection = split["replay_statements_per_projection"]
+    assert set(per_projection) - {"how"} == {cls.name for cls in ALL_PROJECTIONS}
+    # the instrument put the engine back as it was
+    assert vars(proj.engine_module)["decode_event"] is proj.decode_event
+    assert all("fold" not in vars(cls) or cls.fold.__name__ == "fold" for cls in ALL_PROJECTIONS)
+
+    child = await proj.rebuild_child(url)
+    summary = proj.rebuild_summary([child], out["events"])
+    json.dumps(summary)
+    assert summary["events_applied"] == 800 and summary["events_per_s"]["median"] > 0
+    assert all(set(p) == {"events"} for p in summary["per_projection"].values())
+    assert summary["memory"]["rss_samples_last_run"][0]["events_applied"] > 0
