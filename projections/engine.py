@@ -489,7 +489,7 @@ class ProjectionEngine:
                     await writing
                     report(written)
                     replayed = sum(written.values())
-                    if self.store.backend == "postgresql" and replayed >= analyze_at:
+                    if replayed >= analyze_at:
                         await self._analyze_shadows(plans)
                         analyze_at = replayed * 16
                 written = {plan.cls.name: plan.replayed for plan in plans}
@@ -505,6 +505,16 @@ class ProjectionEngine:
                 future.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
 
+    async def analyze(self) -> None:
+        """Refresh PostgreSQL's statistics of the live read-model tables (SQLite: nothing).
+
+        For a bulk load through :meth:`append` (an import): tables that were empty
+        when their statements were first planned keep plans that scan them, which
+        turns quadratic as they grow; autovacuum catches up only a minute later.
+        Analyzing makes the server plan those statements again.
+        """
+        await self._analyze([t.physical() for cls in self._classes.values() for t in cls.tables])
+
     async def _analyze_shadows(self, plans: Sequence[_ShadowPlan]) -> None:
         """Give PostgreSQL's planner the shadow tables' size as they grow.
 
@@ -516,8 +526,11 @@ class ProjectionEngine:
         sixteenfold (ANALYZE samples the tables, which costs seconds once they are
         large), so cached plans are made again for the size the tables reached.
         """
-        tables = [table.physical(True) for plan in plans for table in plan.cls.tables]
-        await self.store.execute([Statement(f"ANALYZE {', '.join(tables)}")])
+        await self._analyze([t.physical(True) for plan in plans for t in plan.cls.tables])
+
+    async def _analyze(self, tables: Sequence[str]) -> None:
+        if self.store.backend == "postgresql" and tables:
+            await self.store.execute([Statement(f"ANALYZE {', '.join(tables)}")])
 
     async def _swap(
         self,

@@ -328,12 +328,15 @@ class PostgresBackend:
             position = await conn.fetchval(*args)
             if not statements:  # the step wants the positions this insert assigned
                 statements = inline_statements(request, sealed, position)
-            for statement in statements:
+            for run_sql, run_params in statement_runs(statements):
                 try:
-                    await conn.execute(statement.sql, *statement.params)
+                    if len(run_params) == 1:
+                        await conn.execute(run_sql, *run_params[0])
+                    else:  # one round trip for the run (a many-event append)
+                        await conn.executemany(run_sql, run_params)
                 except asyncpg.PostgresError as exc:
                     raise InlineStepFailed(
-                        statement.sql, exc, getattr(exc, "constraint_name", None)
+                        run_sql, exc, getattr(exc, "constraint_name", None)
                     ) from exc
         return position
 

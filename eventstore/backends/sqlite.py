@@ -548,8 +548,8 @@ def _append(db: sqlite3.Connection, request: AppendRequest) -> AppendResult:
             if last_rowid is not None
             else db.execute("SELECT last_insert_rowid()").fetchone()[0]
         )
-        for statement in inline_statements(request, sealed, position):
-            _run_inline(db, statement)
+        for sql, params in statement_runs(inline_statements(request, sealed, position)):
+            _run_inline(db, sql, params)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -568,11 +568,14 @@ def to_sqlite_placeholders(sql: str) -> str:
     return _PLACEHOLDER.sub(r"?\1", sql)
 
 
-def _run_inline(db: sqlite3.Connection, statement: Statement) -> None:
+def _run_inline(db: sqlite3.Connection, sql: str, params: list[tuple[Any, ...]]) -> None:
     try:
-        db.execute(to_sqlite_placeholders(statement.sql), statement.params)
+        if len(params) == 1:
+            db.execute(to_sqlite_placeholders(sql), params[0])
+        else:  # a many-event append's run of one statement
+            db.executemany(to_sqlite_placeholders(sql), params)
     except sqlite3.Error as exc:
-        raise InlineStepFailed(statement.sql, exc, _sqlite_constraint(exc)) from exc
+        raise InlineStepFailed(sql, exc, _sqlite_constraint(exc)) from exc
 
 
 def _sqlite_constraint(exc: sqlite3.Error) -> str | None:

@@ -46,6 +46,11 @@ async def import_legacy(
     written: Counter[str] = Counter()
     kept: Counter[str] = Counter()
     done, total = 0, len(plan.events)
+    # Tables go in one after another; a read model's statements were planned
+    # while its tables were empty, which on PostgreSQL picks an arbitrary index
+    # and scans a growing table per row. Statistics refreshed after a table's
+    # first 200 rows (then at each tenfold) make the server plan them again.
+    analyzed: dict[str, int] = {}
     for batch in plan.batches:
         # an earlier run wrote a prefix of each stream: skip it, append the rest
         missing = [e for e in batch.events if e.event_id not in present]
@@ -69,6 +74,10 @@ async def import_legacy(
                 ) from exc
             (kept if result.replayed else written).update(e.table for e in missing)
         done += len(batch.events)
+        grown = [t for t in {e.table for e in missing} if written[t] >= analyzed.get(t, 200)]
+        if grown:
+            await engine.analyze()
+            analyzed.update({t: written[t] * 10 for t in grown})
         if progress is not None:
             progress(done, total)
     counts = tuple(
