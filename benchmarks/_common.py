@@ -25,6 +25,24 @@ import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 
+LEGACY_FIXTURES_ENV = "CHRONICLE_LEGACY_FIXTURES"
+
+
+def legacy_fixtures() -> Path:
+    """The legacy state databases: ``$CHRONICLE_LEGACY_FIXTURES``, else the workplace's
+    shared copy, else ``../shared`` next to the repository (a clone elsewhere)."""
+    explicit = os.environ.get(LEGACY_FIXTURES_ENV)
+    if explicit:
+        return Path(explicit)
+    for candidate in (
+        Path("/work/shared/fixtures/legacy-sqlite"),
+        ROOT.parent / "shared" / "fixtures" / "legacy-sqlite",
+    ):
+        if candidate.is_dir():
+            return candidate
+    return ROOT.parent / "shared" / "fixtures" / "legacy-sqlite"
+
+
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_DSN_ENV = ("CHRONICLE_BENCH_PG_DSN", "CHRONICLE_TEST_PG_DSN")
 

@@ -54,10 +54,10 @@ from statemanager.legacy import check_legacy, import_legacy, prepare_import
 
 from . import _common as common
 from ._common import (
-    ROOT,
     add_common_args,
     command_line,
     emit,
+    legacy_fixtures,
     machine_basics,
     pg_dsn,
     pg_schemas,
@@ -67,7 +67,7 @@ from ._common import (
     with_params,
 )
 
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "legacy-sqlite"
+FIXTURES = legacy_fixtures()
 GROWN_FROM = "uniswap_lp_collect_capital_flow.sqlite"
 
 # table -> (text key columns that get a clone suffix, integer ids left to SQLite, time columns)

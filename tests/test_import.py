@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from benchmarks._common import LEGACY_FIXTURES_ENV, legacy_fixtures
 from eventstore import EventStore, Statement, connect
 from projections.engine import ProjectionEngine
 from projections.events import (
@@ -46,12 +48,19 @@ from statemanager.legacy import (
 from statemanager.types import StateData
 from statemanager.warm import ChronicleStore
 
-FIXTURES = Path("/work/shared/fixtures/legacy-sqlite")
-if not FIXTURES.is_dir():  # the repository's usual neighbour
-    FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "legacy-sqlite"
+FIXTURES = legacy_fixtures()
 FILES = sorted(p.name for p in FIXTURES.glob("*.sqlite"))
 
-pytestmark = pytest.mark.skipif(not FILES, reason="legacy fixtures not found")
+# Where the fixtures must be there (CI), their absence is a failure, not a skip.
+pytestmark = pytest.mark.skipif(
+    not FILES and not os.environ.get("CI"),
+    reason=f"legacy fixtures not found in {FIXTURES} (set {LEGACY_FIXTURES_ENV})",
+)
+
+
+def test_the_ten_legacy_fixtures_are_found() -> None:
+    assert len(FILES) == 10, f"expected the ten legacy files in {FIXTURES}, found {FILES}"
+
 
 # entries and exact gas sum per file (docs/legacy-schema.md, 3.2)
 LEDGER_REFERENCE = {
