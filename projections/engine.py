@@ -79,9 +79,14 @@ class CatalogRow(msgspec.Struct, frozen=True):
 class RebuildReport(msgspec.Struct, frozen=True):
     projection: str
     events: int
+    """Events applied to this projection (its types), the swap's tail included."""
     seconds: float
+    """From the rebuild's start to this projection's swap."""
     resumed_from: int
     deployment_id: str | None = None
+    log_events: int = 0
+    """Events the shared pass read from the log, each once however many projections
+    it fed (the same for every report of one rebuild)."""
 
     @property
     def rate(self) -> float:
@@ -382,7 +387,7 @@ class ProjectionEngine:
             eventstore.validation.check_identifier("deployment_id", deployment_id)
         started = time.perf_counter()
         plans = [await self._shadow_plan(each, deployment_id) for each in names]
-        await self._replay_into(plans, deployment_id, batch_size, progress)
+        log_events = await self._replay_into(plans, deployment_id, batch_size, progress)
         reports = []
         for plan in plans:
             plan.replayed += await self._swap(
@@ -396,6 +401,7 @@ class ProjectionEngine:
                     time.perf_counter() - started,
                     plan.resumed_from,
                     deployment_id,
+                    log_events,
                 )
             )
         return reports
@@ -438,9 +444,9 @@ class ProjectionEngine:
         deployment_id: str | None,
         batch_size: int,
         progress: Progress | None,
-    ) -> None:
+    ) -> int:
         """Replay the log into the plans' shadow tables, batch by batch, each batch
-        committed together with every plan's checkpoint.
+        committed together with every plan's checkpoint; the events read.
 
         Three batches are in flight: the next one is read and this one decoded
         while the previous one commits. On PostgreSQL the read, the commit and
@@ -449,8 +455,9 @@ class ProjectionEngine:
         A batch's statements start only after the previous batch committed.
         """
         if not plans:
-            return
+            return 0
         types = sorted(set().union(*(plan.types for plan in plans)))
+        read_events = 0
 
         def read(after: int) -> asyncio.Future[list[ReplayedEvent]]:
             return asyncio.ensure_future(
@@ -473,6 +480,7 @@ class ProjectionEngine:
                 batch = await reading
                 if not batch:
                     break
+                read_events += len(batch)
                 full = len(batch) == batch_size
                 if full:
                     reading = read(_checkpoint_of(batch, deployment_id))
@@ -499,6 +507,7 @@ class ProjectionEngine:
             if writing is not None:
                 await writing
                 report(written)
+            return read_events
         finally:
             unfinished = [f for f in (reading, writing) if f is not None and not f.done()]
             for future in unfinished:

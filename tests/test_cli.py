@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 
-def chronicle(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def chronicle(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "statemanager.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -69,3 +73,57 @@ def test_rebuild_reports_and_keeps_the_rows(store_url: str, tmp_path: Path) -> N
     assert bad.returncode == 2 and "unknown projection" in bad.stderr
     nobody = chronicle("rebuild", "--deployment", "nobody", "--url", store_url, cwd=tmp_path)
     assert nobody.returncode == 2 and "has no events" in nobody.stderr
+
+
+def test_demo_refuses_a_bad_url_before_it_starts(tmp_path: Path) -> None:
+    for url, message in (
+        ("notaurl", "unsupported store URL"),
+        ("postgresql://postgres@127.0.0.1:1/test", "cannot open the store"),
+        (f"sqlite:///{tmp_path}/no/such/dir/x.db", "does not exist"),
+    ):
+        done = chronicle("demo", "--cycles", "2", "--url", url, cwd=tmp_path)
+        assert done.returncode == 2 and message in done.stderr, (url, done.stderr)
+        assert "Traceback" not in done.stderr and done.stdout == ""
+    empty = chronicle("demo", "--url", "", cwd=tmp_path)
+    assert empty.returncode == 2 and "--url is empty" in empty.stderr
+    assert not (tmp_path / "chronicle.db").exists()  # nothing fell back to the default
+
+
+def test_the_store_url_comes_from_chronicle_url(store_url: str, tmp_path: Path) -> None:
+    env = {"CHRONICLE_URL": store_url}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert chronicle("demo", "--cycles", "5", cwd=elsewhere, env=env).returncode == 0
+    stats = chronicle("stats", "--json", cwd=elsewhere, env=env)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["deployments"], stats.stdout
+    assert not (elsewhere / "chronicle.db").exists()  # the URL came from the environment
+
+
+def test_rebuild_counts_each_log_event_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert chronicle("demo", "--cycles", "30", "--url", url, cwd=tmp_path).returncode == 0
+    stats = json.loads(chronicle("stats", "--url", url, "--json", cwd=tmp_path).stdout)
+    logged = sum(stats["events_per_type"].values())
+    done = json.loads(chronicle("rebuild", "--url", url, "--json", cwd=tmp_path).stdout)
+    # a ledger entry committed with a registry row feeds two read models
+    assert done["events"] == logged < sum(p["events"] for p in done["projections"])
+
+
+def test_a_closed_pipe_and_an_unwritable_export_are_not_tracebacks(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert chronicle("demo", "--cycles", "300", "--url", url, cwd=tmp_path).returncode == 0
+    piped = subprocess.run(
+        f"{sys.executable} -m statemanager.cli stats --url {url} | head -1",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert piped.stdout.startswith("log") and "Traceback" not in piped.stderr, piped.stderr
+    stats = json.loads(chronicle("stats", "--url", url, "--json", cwd=tmp_path).stdout)
+    dep = stats["deployments"][0]["deployment_id"]
+    into_dir = chronicle("export", "--url", url, "--deployment", dep, "--out", ".", cwd=tmp_path)
+    assert into_dir.returncode == 2 and "is a directory" in into_dir.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]

@@ -542,7 +542,7 @@ async def test_export_round_trips_and_one_changed_byte_fails_offline(
     lines = data.splitlines(keepends=True)
     async with eventstore.connect(store_url) as store:
         events = await store.read_deployment(DEP)
-    assert f"exported {len(events)} events" in done.stderr
+    assert f"exported {len(events)} events" in done.stdout  # --out: stdout is free
     assert len(lines) == len(events) + 2  # header and trailer
     header, trailer = json.loads(lines[0]), json.loads(lines[-1])
     assert (header["kind"], header["deployment_id"], header["events"]) == (

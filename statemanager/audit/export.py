@@ -205,15 +205,24 @@ def open_output(path: str) -> tuple[IO[bytes], Callable[[bool], None]]:
     target = Path(path)
     if not target.parent.exists():
         raise AuditInputError(f"cannot write {path}: directory {target.parent} does not exist")
+    if target.is_dir():
+        raise AuditInputError(f"cannot write {path}: it is a directory; name a file in it")
     partial = target.with_name(f".{target.name}.partial")
-    handle = open(partial, "wb")  # noqa: SIM115 - closed by finish()
+    try:
+        handle = open(partial, "wb")  # noqa: SIM115 - closed by finish()
+    except OSError as exc:
+        raise AuditInputError(f"cannot write {path}: {exc.strerror}") from exc
 
     def finish(ok: bool) -> None:
         handle.close()
-        if ok:
-            os.replace(partial, target)
-        else:
+        if not ok:
             partial.unlink(missing_ok=True)
+            return
+        try:
+            os.replace(partial, target)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise AuditInputError(f"cannot write {path}: {exc.strerror}") from exc
 
     return handle, finish
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_store_arguments, store_url
+import eventstore
+
+from .common import URL_ENV, add_store_arguments, fail, store_url
 
 NAME = "demo"
 HELP = "simulate a runner on the embedded store, then show it"
@@ -22,6 +24,9 @@ async def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
     url = store_url(args)
+    if args.cycles < 1:
+        fail(NAME, f"--cycles must be at least 1, got {args.cycles}")
+    await _probe(url)
     summary = await run_demo(
         url, cycles=args.cycles, deployment_id=args.deployment, progress=not args.json
     )
@@ -80,3 +85,18 @@ async def run(args: argparse.Namespace) -> int:
     verdict = "verified" if summary.chain_ok else f"BROKEN: {summary.chain_reason}"
     print(f"audit chain      {verdict} ({summary.events} events, SHA-256 chained)")
     return 0 if summary.chain_ok else 1
+
+
+async def _probe(url: str) -> None:
+    """Open (and, if need be, create) the store before the simulation starts, so a
+    bad URL or an unreachable server is a message and exit 2, not a runner that
+    starts without its WARM tier."""
+    import sqlite3
+
+    import asyncpg
+
+    try:
+        async with eventstore.connect(url):
+            pass
+    except (OSError, sqlite3.Error, asyncpg.PostgresError) as exc:
+        fail(NAME, f"cannot open the store at {url}: {exc}; check --url (or ${URL_ENV})")

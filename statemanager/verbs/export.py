@@ -19,7 +19,9 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_store_arguments(parser, json_help="print the export's summary as JSON on stderr")
+    add_store_arguments(
+        parser, json_help="print the export's summary as JSON (stdout with --out, else stderr)"
+    )
     parser.add_argument("--deployment", required=True, help="the deployment to export")
     parser.add_argument(
         "--out", metavar="FILE", help="write here (replaced whole at the end); default stdout"
@@ -67,10 +69,12 @@ async def run(args: argparse.Namespace) -> int:
         error("chronicle export: the output was closed before the export was complete")
         return 1
     target = args.out or "stdout"
+    # the summary takes stdout when the export does not
+    say = print if args.out is not None else error
     if args.json:
-        error(msgspec.json.encode({"out": target, **msgspec.to_builtins(summary)}).decode())
+        say(msgspec.json.encode({"out": target, **msgspec.to_builtins(summary)}).decode())
     else:
-        error(
+        say(
             f"exported {summary.events} events of deployment {summary.deployment_id!r} "
             f"({summary.bytes} bytes) to {target}; last hash {summary.last_hash}"
         )
