@@ -127,3 +127,26 @@ def test_a_closed_pipe_and_an_unwritable_export_are_not_tracebacks(tmp_path: Pat
     into_dir = chronicle("export", "--url", url, "--deployment", dep, "--out", ".", cwd=tmp_path)
     assert into_dir.returncode == 2 and "is a directory" in into_dir.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_inspecting_a_sqlite_store_changes_no_byte_of_it(tmp_path: Path) -> None:
+    """Opening a store at the current schema only reads it: even a store whose
+    append-only trigger was dropped is left as found (evidence, not repaired)."""
+    import hashlib
+    import sqlite3
+
+    path = tmp_path / "x.db"
+    url = f"sqlite:///{path}"
+    assert chronicle("demo", "--cycles", "5", "--url", url, cwd=tmp_path).returncode == 0
+    db = sqlite3.connect(path)
+    (trigger,) = db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND sql LIKE '%UPDATE ON%'"
+    ).fetchone()
+    db.execute(f"DROP TRIGGER {trigger}")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    for verb in (("verify", "--chain-only"), ("stats",)):
+        done = chronicle(*verb, "--url", url, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before

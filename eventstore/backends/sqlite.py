@@ -444,6 +444,17 @@ def _begin_immediate(db: sqlite3.Connection) -> None:
 
 
 def _ensure_schema(db: sqlite3.Connection) -> None:
+    """Create or check the tables. A store already at this version is only read
+    (as on PostgreSQL): opening it takes no write lock and changes nothing."""
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chronicle_schema'"
+    ).fetchone()
+    if exists is not None:
+        row = db.execute(
+            "SELECT version FROM chronicle_schema WHERE component = ?", (SCHEMA_COMPONENT,)
+        ).fetchone()
+        if row is not None and row[0] == SCHEMA_VERSION:
+            return
     _begin_immediate(db)
     try:
         for statement in _DDL:

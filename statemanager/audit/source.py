@@ -8,6 +8,7 @@ there, and say what to do when it is not.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -50,6 +51,13 @@ def _check_sqlite(config: SQLiteURL, url: str) -> None:
         )
     if not path.is_file():
         raise AuditInputError(f"no store at {url}: {path.absolute()} is not a file")
+    if not (os.access(path, os.W_OK) and os.access(path.absolute().parent, os.W_OK)):
+        # WAL readers need the -wal and -shm files next to the database
+        raise AuditInputError(
+            f"{path.absolute()} (or its directory) is read-only, and SQLite in WAL mode "
+            "needs to write its -wal and -shm files even to read; copy the store (with "
+            "any -wal file beside it) somewhere writable and point --url at the copy"
+        )
     try:
         db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
         try:
