@@ -150,3 +150,33 @@ def test_inspecting_a_sqlite_store_changes_no_byte_of_it(tmp_path: Path) -> None
         done = chronicle(*verb, "--url", url, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_verify_goes_on_past_a_broken_chain(tmp_path: Path) -> None:
+    """One deployment's altered event stops neither the other deployments' chains
+    nor the comparison of their read models."""
+    import sqlite3
+
+    path = tmp_path / "x.db"
+    url = f"sqlite:///{path}"
+    for dep in ("dep-a", "dep-b"):
+        done = chronicle("demo", "--cycles", "5", "--deployment", dep, "--url", url, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    db = sqlite3.connect(path)
+    for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+        db.execute(f"DROP TRIGGER {trigger}")
+    db.execute(
+        "UPDATE chronicle_events SET data = data || x'00' "
+        "WHERE deployment_id = 'dep-a' AND deployment_seq = 3"
+    )
+    db.execute("UPDATE rm_ledger SET gas_usd = '9.99' WHERE deployment_id = 'dep-b'")
+    db.commit()
+    db.close()
+    done = chronicle("verify", "--url", url, "--json", cwd=tmp_path)
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert (report["first_bad_deployment_id"], report["first_bad_deployment_seq"]) == ("dep-a", 3)
+    assert report["broken_deployments"] == ["dep-a"] and report["deployments_checked"] == 2
+    assert {d["deployment_id"] for d in report["differences"]} == {"dep-b"}
+    text = chronicle("verify", "--url", url, cwd=tmp_path).stdout
+    assert "BROKEN: deployment 'dep-a' event #3" in text and "rm_ledger (ledger)" in text

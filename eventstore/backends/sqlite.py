@@ -116,7 +116,23 @@ _STREAM_VERSION = (
     "SELECT coalesce(max(stream_version), 0) FROM chronicle_events "
     "WHERE deployment_id = ? AND stream = ?"
 )
-_SELECT = f"SELECT {COLUMNS} FROM chronicle_events"
+
+
+def _as_blobs(columns: str) -> str:
+    """The column list with the byte columns read as BLOB whatever their storage class.
+
+    SQLite keeps a value's type per cell: a row rewritten behind the log's back
+    (``data || x'00'`` makes TEXT) would otherwise fail to decode as UTF-8 and
+    crash a reader, where verification must report the event as altered.
+    """
+    blobs = {"event_id", "data", "metadata", "prev_hash", "hash"}
+    return ", ".join(
+        f"CAST({c} AS BLOB)" if c in blobs else c for c in (c.strip() for c in columns.split(","))
+    )
+
+
+_SELECT = f"SELECT {_as_blobs(COLUMNS)} FROM chronicle_events"
+_REPLAY_COLUMNS = _as_blobs(REPLAY_COLUMNS)
 _READ_DEPLOYMENT = (
     f"{_SELECT} WHERE deployment_id = ? AND deployment_seq >= ? ORDER BY deployment_seq LIMIT ?"
 )
@@ -144,7 +160,7 @@ def _replay_sql(
     if types is not None:
         where += f" AND type IN ({','.join('?' * len(types))})"
         params.extend(types)
-    sql = f"SELECT {REPLAY_COLUMNS} FROM chronicle_events WHERE {where} ORDER BY {order} LIMIT ?"
+    sql = f"SELECT {_REPLAY_COLUMNS} FROM chronicle_events WHERE {where} ORDER BY {order} LIMIT ?"
     return sql, (*params, limit)
 
 

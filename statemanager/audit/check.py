@@ -27,7 +27,7 @@ from contextlib import AsyncExitStack
 
 import msgspec
 
-from eventstore import EventStore
+from eventstore import EventStore, RecordedEvent
 from projections.engine import CATALOG, CatalogRow, ProjectionEngine
 from projections.models import ALL_PROJECTIONS
 from projections.projection import Projection
@@ -81,6 +81,8 @@ class AuditReport(msgspec.Struct, frozen=True):
     """The first difference of each table of each deployment that has one."""
     projections: list[ProjectionCheck]
     seconds: float
+    broken_deployments: list[str] = []
+    """Deployments whose chain fails: their read models are not compared."""
 
 
 async def verify_store(
@@ -93,7 +95,7 @@ async def verify_store(
 ) -> AuditReport:
     """Check the chains (and, with ``compare``, the read models) of one deployment or all.
 
-    Stops at the first broken chain: read models built from a log that fails
+    Checks every deployment's chain; read models built from a log that fails
     verification prove nothing.
     """
     started = time.perf_counter()
@@ -110,49 +112,41 @@ async def verify_store(
     checks, models = await _comparable(store, set(async_projections)) if compare else ([], [])
     outdated = any(c.outdated for c in checks)
     verifier = _Verifier(store, models, checks, progress)
+    first_fault: tuple[str, RecordedEvent, str] | None = None
+    broken: list[str] = []
     async with AsyncExitStack() as stack:
         scratch = await stack.enter_async_context(Scratch()) if models else None
-        for index, (dep, length) in enumerate(lengths.items()):
+        for dep, length in lengths.items():
             chain = await verifier.deployment(dep, length, scratch)
             if chain.fault is not None:
-                bad = chain.fault_event
-                assert bad is not None
-                return AuditReport(
-                    ok=False,
-                    deployments_checked=index + 1,
-                    events_checked=verifier.events,
-                    first_bad_position=bad.position,
-                    first_bad_deployment_id=dep,
-                    first_bad_deployment_seq=bad.deployment_seq,
-                    reason=chain.fault,
-                    chain_ok=False,
-                    projections_ok=None,
-                    rows_compared=verifier.rows,
-                    differing_rows=verifier.differing,
-                    differences=verifier.differences,
-                    projections=checks,
-                    seconds=time.perf_counter() - started,
-                )
+                # read models built from a log that fails its chain prove nothing: that
+                # deployment is not compared, and the others are still checked
+                broken.append(dep)
+                if first_fault is None:
+                    assert chain.fault_event is not None
+                    first_fault = (dep, chain.fault_event, chain.fault)
     if models and deployment_id is None:
         await verifier.orphans(set(lengths))
     projections_ok: bool | None = None
     if models or outdated:
         projections_ok = not verifier.differences and not outdated
+    bad_dep, bad, reason = first_fault if first_fault is not None else (None, None, None)
     return AuditReport(
-        ok=projections_ok is not False,
+        ok=first_fault is None and projections_ok is not False,
         deployments_checked=len(lengths),
         events_checked=verifier.events,
-        first_bad_position=None,
-        first_bad_deployment_id=None,
-        first_bad_deployment_seq=None,
-        reason=None,
-        chain_ok=True,
+        first_bad_position=None if bad is None else bad.position,
+        first_bad_deployment_id=bad_dep,
+        first_bad_deployment_seq=None if bad is None else bad.deployment_seq,
+        reason=reason,
+        chain_ok=first_fault is None,
         projections_ok=projections_ok,
         rows_compared=verifier.rows,
         differing_rows=verifier.differing,
         differences=verifier.differences,
         projections=checks,
         seconds=time.perf_counter() - started,
+        broken_deployments=broken,
     )
 
 
@@ -181,6 +175,8 @@ class _Verifier:
         for attempt in range(1, ATTEMPTS + 1):
             chain, seen, refusal = await self._read(dep, length, scratch, limits)
             if chain.fault is not None or scratch is None:
+                if scratch is not None:
+                    await scratch.forget(dep)  # what was replayed before the fault
                 self.events += seen
                 return chain
             if refusal is None:

@@ -83,8 +83,13 @@ async def _verify_store(args: argparse.Namespace) -> int:
             f"#{report.first_bad_deployment_seq} (position {report.first_bad_position}): "
             f"{report.reason}"
         )
-        print("read models      not compared: the log itself fails verification")
-        return 1
+        print(
+            f"                 {len(report.broken_deployments)} of {report.deployments_checked} "
+            "deployment(s) fail their chain; their read models are not compared (a log "
+            "that fails verification proves nothing): "
+            + ", ".join(repr(d) for d in report.broken_deployments[:5])
+            + (" ..." if len(report.broken_deployments) > 5 else "")
+        )
     _print_projections(report)
     return 0 if report.ok else 1
 
@@ -115,7 +120,7 @@ def _print_projections(report: Any) -> None:
     if len(report.differences) > 20:
         print(f"  ... {len(report.differences) - 20} more (--json lists them all)")
     deployments = sorted({d.deployment_id for d in report.differences})
-    if deployments:
+    if deployments and report.chain_ok:
         print(
             "the log is intact: rebuilding replaces the differing rows with the replayed ones, "
             f"e.g. `chronicle rebuild --deployment {deployments[0]}`"
