@@ -46,9 +46,10 @@ async def run(args: argparse.Namespace) -> int:
         f"{stats.held_back} held back from global readers"
     )
     print("deployments")
+    width = max([32, *(len(dep.deployment_id) for dep in stats.deployments[:SHOWN])])
     for dep in stats.deployments[:SHOWN]:
         print(
-            f"  {dep.deployment_id:<32} {dep.events:>9} events  "
+            f"  {dep.deployment_id:<{width}} {dep.events:>9} events  "
             f"{dep.first_recorded_at.isoformat(timespec='seconds')} .. "
             f"{dep.last_recorded_at.isoformat(timespec='seconds')}"
         )
@@ -64,7 +65,9 @@ async def run(args: argparse.Namespace) -> int:
         if p.stored_version is not None and p.stored_version != p.code_version:
             version += f" (code {p.code_version}: rebuild)"
         lag = "inline" if p.mode == "inline" else str(p.lag)
-        checkpoint = "-" if p.checkpoint is None else str(p.checkpoint)
+        # an inline read model commits with its events: it has no checkpoint to show
+        # (the catalog keeps the position its last rebuild reached)
+        checkpoint = "-" if p.checkpoint is None or p.mode == "inline" else str(p.checkpoint)
         print(f"  {p.name:<15} {version:<8} {p.status or 'not built':<11} {checkpoint:>10}  {lag}")
         if p.error:
             print(f"    {p.error}")

@@ -48,6 +48,8 @@ async def run(args: argparse.Namespace) -> int:
         if args.file is not None:
             if args.deployment is not None or args.url is not None:
                 fail(NAME, "--file checks the export alone; drop --deployment and --url")
+            if args.chain_only or args.async_projections:
+                fail(NAME, "--file checks an export's chain only; drop --chain-only and --async")
             return _verify_file(args)
         return await _verify_store(args)
     except AuditInputError as exc:
