@@ -11,6 +11,7 @@ nor apply one twice.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +40,8 @@ from .replay import replay_statements
 
 CATALOG = "chronicle_projections"
 _P = TypeVar("_P", bound=Placement)
+_GC_GEN0_DURING_REPLAY = 50_000
+"""Allocations between cyclic collections while a replay decodes the log."""
 _FIRST_ANALYZE = 10_000
 """Events replayed before a rebuild first analyzes its shadow tables (PostgreSQL)."""
 _CATALOG_DDL = f"""CREATE TABLE IF NOT EXISTS {CATALOG} (
@@ -471,6 +474,11 @@ class ProjectionEngine:
                 for name, replayed in counts.items():
                     progress(name, replayed)
 
+        # Decoding allocates a dozen containers per event, none of them in a cycle;
+        # at the default threshold the cyclic collector ran every ~60 events and
+        # took ~12% of a rebuild. It still runs meanwhile, just far less often.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], _GC_GEN0_DURING_REPLAY), *thresholds[1:])
         reading = read(min(plan.checkpoint for plan in plans))
         writing: asyncio.Future[None] | None = None
         written: dict[str, int] = {}
@@ -509,6 +517,7 @@ class ProjectionEngine:
                 report(written)
             return read_events
         finally:
+            gc.set_threshold(*thresholds)
             unfinished = [f for f in (reading, writing) if f is not None and not f.done()]
             for future in unfinished:
                 future.cancel()
