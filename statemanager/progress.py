@@ -24,6 +24,11 @@ class Progress:
         self._last_draw = 0.0
         self._done = 0
 
+    @property
+    def shown(self) -> bool:
+        """Whether the bar is drawn (stderr is a terminal): work only it needs can be skipped."""
+        return self._enabled
+
     def update(self, done: int) -> None:
         self._done = done
         now = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 from ..progress import Progress
 from .common import OK, add_store_arguments, fail, store_url
@@ -37,6 +38,8 @@ async def run(args: argparse.Namespace) -> int:
             engine = ProjectionEngine(store, ALL_PROJECTIONS)
             await engine.start()
             bar = None if args.json else Progress("rebuilding: events applied", total=None)
+            if bar is not None and bar.shown:
+                bar.total = await _events_to_apply(store, args.projection, args.deployment)
             done: dict[str, int] = {}
 
             def progress(name: str, replayed: int) -> None:
@@ -81,3 +84,20 @@ async def run(args: argparse.Namespace) -> int:
         resumed = f"  (resumed after {report.resumed_from})" if report.resumed_from else ""
         print(f"  {report.projection:<16} {report.events:>10,} events{resumed}")
     return OK
+
+
+async def _events_to_apply(store: Any, projection: str | None, deployment: str | None) -> int:
+    """What the bar counts to: each read model's events (one event may feed two)."""
+    from projections.models import ALL_PROJECTIONS
+
+    where, params = ("WHERE deployment_id = $1", (deployment,)) if deployment else ("", ())
+    rows = await store.query(
+        f"SELECT type, count(*) FROM chronicle_events {where} GROUP BY type", params
+    )
+    per_type = {row[0]: int(row[1]) for row in rows}
+    return sum(
+        per_type.get(event_type, 0)
+        for cls in ALL_PROJECTIONS
+        if projection is None or cls.name == projection
+        for event_type in cls.event_types()
+    )

@@ -38,7 +38,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         at_time = None if args.at_time is None else parse_instant(args.at_time)
         async with open_existing(store_url(args)) as store:
-            bar = None if args.json else Progress("replaying", total=None)
+            bar = None if args.json else Progress("replaying", total=args.at_seq)
             replayed = await replay_deployment(
                 store,
                 args.deployment,

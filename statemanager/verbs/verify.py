@@ -58,10 +58,16 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _verify_store(args: argparse.Namespace) -> int:
     from ..audit.check import verify_store
-    from ..audit.source import open_existing
+    from ..audit.source import deployment_lengths, open_existing, require_deployment
 
     async with open_existing(store_url(args)) as store:
         bar = None if args.json else Progress("verifying", total=None)
+        if bar is not None and bar.shown:
+            bar.total = (
+                await require_deployment(store, args.deployment)
+                if args.deployment is not None
+                else sum((await deployment_lengths(store)).values())
+            )
         report = await verify_store(
             store,
             args.deployment,
