@@ -131,3 +131,33 @@ def check_read_args(limit: int | None, *counters: int | None) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise InvalidInput(f"positions and versions are ints >= 0, got {value!r}")
+
+
+def replay_query(
+    columns: str,
+    after: int,
+    limit: int,
+    types: Sequence[str] | None,
+    deployment_id: str | None,
+    *,
+    readable: str = "",
+) -> tuple[str, tuple[Any, ...]]:
+    """The rebuild's read (``$n`` placeholders): the global log after a position, or
+    one deployment after a sequence number; ``readable`` is the dialect's extra
+    condition on the global log (PostgreSQL: below the oldest open transaction)."""
+    params: list[Any]
+    if deployment_id is None:
+        where, params, order = "position > $1" + readable, [after], "position"
+    else:
+        where, order = "deployment_id = $1 AND deployment_seq > $2", "deployment_seq"
+        params = [deployment_id, after]
+    if types:
+        first = len(params) + 1
+        where += f" AND type IN ({', '.join(f'${first + i}' for i in range(len(types)))})"
+        params.extend(types)
+    params.append(limit)
+    sql = (
+        f"SELECT {columns} FROM chronicle_events WHERE {where} "
+        f"ORDER BY {order} LIMIT ${len(params)}"
+    )
+    return sql, tuple(params)

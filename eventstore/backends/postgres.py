@@ -62,6 +62,7 @@ from .base import (
     REPLAY_COLUMNS,
     SCHEMA_COMPONENT,
     SCHEMA_VERSION,
+    replay_query,
     stream_start,
 )
 
@@ -409,23 +410,15 @@ class PostgresBackend:
     async def read_for_replay(
         self, after: int, limit: int, types: Sequence[str] | None, deployment_id: str | None
     ) -> list[ReplayedEvent]:
-        args: list[Any]
-        if deployment_id is None:
-            where, args = f"position > $1 AND position < {_READABLE_BELOW}", [after]
-            order = "position"
-        else:
-            where, args = "deployment_id = $1 AND deployment_seq > $2", [deployment_id, after]
-            order = "deployment_seq"
-        if types is not None:
-            args.append(list(types))
-            where += f" AND type = ANY(${len(args)}::text[])"
-        args.append(limit)
-        rows = await self._pool.fetch(
-            f"SELECT {REPLAY_COLUMNS} FROM chronicle_events WHERE {where} "
-            f"ORDER BY {order} LIMIT ${len(args)}",
-            *args,
+        sql, params = replay_query(
+            REPLAY_COLUMNS,
+            after,
+            limit,
+            types,
+            deployment_id,
+            readable=f" AND position < {_READABLE_BELOW}",
         )
-        return [ReplayedEvent(*row) for row in rows]
+        return [ReplayedEvent(*row) for row in await self._pool.fetch(sql, *params)]
 
     async def execute(self, statements: Sequence[Statement]) -> None:
         async with self._pool.acquire() as conn, conn.transaction():

@@ -45,6 +45,7 @@ from .base import (
     REPLAY_COLUMNS,
     SCHEMA_COMPONENT,
     SCHEMA_VERSION,
+    replay_query,
     stream_start,
 )
 
@@ -146,22 +147,6 @@ def _read_all_sql(
     marks = ",".join("?" * len(types))
     sql = f"{_SELECT} WHERE position > ? AND type IN ({marks}) ORDER BY position LIMIT ?"
     return sql, (after_position, *types, limit)
-
-
-def _replay_sql(
-    after: int, limit: int, types: Sequence[str] | None, deployment_id: str | None
-) -> tuple[str, tuple[Any, ...]]:
-    params: list[Any]
-    if deployment_id is None:
-        where, params, order = "position > ?", [after], "position"
-    else:
-        where, order = "deployment_id = ? AND deployment_seq > ?", "deployment_seq"
-        params = [deployment_id, after]
-    if types is not None:
-        where += f" AND type IN ({','.join('?' * len(types))})"
-        params.extend(types)
-    sql = f"SELECT {_REPLAY_COLUMNS} FROM chronicle_events WHERE {where} ORDER BY {order} LIMIT ?"
-    return sql, (*params, limit)
 
 
 def _to_event(row: Sequence[Any]) -> RecordedEvent:
@@ -269,8 +254,9 @@ class SQLiteBackend:
     ) -> list[ReplayedEvent]:
         # On the loop's own thread: a reader thread would pass the GIL back and
         # forth with the writer's per-row steps, which measured slower than both.
-        sql, params = _replay_sql(after, limit, types, deployment_id)
-        return [ReplayedEvent(*row) for row in self._read_db.execute(sql, params)]
+        sql, params = replay_query(_REPLAY_COLUMNS, after, limit, types, deployment_id)
+        rows = self._read_db.execute(to_sqlite_placeholders(sql), params)
+        return [ReplayedEvent(*row) for row in rows]
 
     async def execute(self, statements: Sequence[Statement]) -> None:
         await self._write(partial(_execute, statements=statements))

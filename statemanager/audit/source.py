@@ -145,6 +145,15 @@ async def deployment_lengths(store: EventStore) -> dict[str, int]:
     return {row[0]: int(row[1]) for row in sorted(rows, key=lambda row: str(row[0]))}
 
 
+async def events_per_type(store: EventStore, deployment_id: str | None = None) -> dict[str, int]:
+    """Events in the log per type (of one deployment, if given)."""
+    where, params = ("WHERE deployment_id = $1", (deployment_id,)) if deployment_id else ("", ())
+    rows = await store.query(
+        f"SELECT type, count(*) FROM {EVENTS_TABLE} {where} GROUP BY type", params
+    )
+    return {row[0]: int(row[1]) for row in rows}
+
+
 async def require_deployment(store: EventStore, deployment_id: str) -> int:
     """The deployment's length, refusing a deployment with no events."""
     length = await deployment_length(store, deployment_id)

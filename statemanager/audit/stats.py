@@ -21,7 +21,7 @@ from eventstore.encoding import micros_to_datetime
 from projections.engine import CATALOG, ProjectionEngine
 from projections.models import ALL_PROJECTIONS
 
-from .source import EVENTS_TABLE, AuditInputError, table_exists
+from .source import EVENTS_TABLE, AuditInputError, events_per_type, table_exists
 
 
 class DeploymentStats(msgspec.Struct, frozen=True):
@@ -73,10 +73,7 @@ async def gather(store: EventStore, async_projections: Sequence[str] = ()) -> St
         (DeploymentStats(r[0], int(r[1]), _instant(r[2]), _instant(r[3])) for r in rows),
         key=lambda d: d.deployment_id,
     )
-    per_type = {
-        r[0]: int(r[1])
-        for r in await store.query(f"SELECT type, count(*) FROM {EVENTS_TABLE} GROUP BY type")
-    }
+    per_type = await events_per_type(store)
     handled = {t for cls in ALL_PROJECTIONS for t in cls.event_types()}
     horizon = await store.horizon()
     return StoreStats(

@@ -21,7 +21,7 @@ Rules, the same for every column:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar, cast
@@ -31,6 +31,7 @@ from projections.events import LegacySource, LegacyValue
 from .errors import LegacyRowError
 
 T = TypeVar("T")
+V = TypeVar("V", int, bool)
 
 _MISSING = object()
 
@@ -178,13 +179,7 @@ class RowReader:
         return None
 
     def integer_or(self, column: str, default: int) -> int:
-        value = self._cells.get(column, _MISSING)
-        parsed = self.integer(column)
-        if parsed is None:
-            if value is None:
-                self._null(column)
-            return default
-        return parsed
+        return self._or(column, self.integer, default)
 
     def flag(self, column: str) -> bool | None:
         """A 0/1 cell as ``bool`` (NULL: ``None``); anything else is kept exactly."""
@@ -199,8 +194,13 @@ class RowReader:
         return None
 
     def flag_or(self, column: str, default: bool) -> bool:
+        return self._or(column, self.flag, default)
+
+    def _or(self, column: str, parse: Callable[[str], V | None], default: V) -> V:
+        """``parse(column)``, or ``default`` for a cell it cannot read (a SQL NULL is
+        recorded in ``null_columns``, anything else was kept by ``parse``)."""
         value = self._cells.get(column, _MISSING)
-        parsed = self.flag(column)
+        parsed = parse(column)
         if parsed is None:
             if value is None:
                 self._null(column)

@@ -90,11 +90,9 @@ async def _events_to_apply(store: Any, projection: str | None, deployment: str |
     """What the bar counts to: each read model's events (one event may feed two)."""
     from projections.models import ALL_PROJECTIONS
 
-    where, params = ("WHERE deployment_id = $1", (deployment,)) if deployment else ("", ())
-    rows = await store.query(
-        f"SELECT type, count(*) FROM chronicle_events {where} GROUP BY type", params
-    )
-    per_type = {row[0]: int(row[1]) for row in rows}
+    from ..audit.source import events_per_type
+
+    per_type = await events_per_type(store, deployment)
     return sum(
         per_type.get(event_type, 0)
         for cls in ALL_PROJECTIONS
