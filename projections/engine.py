@@ -389,6 +389,7 @@ class ProjectionEngine:
         if deployment_id is not None:
             eventstore.validation.check_identifier("deployment_id", deployment_id)
         started = time.perf_counter()
+        await self._analyze_log_if_stale()
         plans = [await self._shadow_plan(each, deployment_id) for each in names]
         log_events = await self._replay_into(plans, deployment_id, batch_size, progress)
         reports = []
@@ -545,6 +546,23 @@ class ProjectionEngine:
         large), so cached plans are made again for the size the tables reached.
         """
         await self._analyze([t.physical(True) for plan in plans for t in plan.cls.tables])
+
+    async def _analyze_log_if_stale(self) -> None:
+        """Analyze the log (PostgreSQL) when its statistics lag far behind it.
+
+        A rebuild reads the log in position order, a page at a time. Planned without
+        statistics (a log just imported or generated, which autovacuum has not
+        reached yet), that read took the type filter for selective and sorted every
+        later event for each page: 180 ms a page instead of 2 ms at 200k events.
+        """
+        if self.store.backend != "postgresql":
+            return
+        rows = await self.store.query(
+            "SELECT n_live_tup, n_mod_since_analyze FROM pg_stat_user_tables "
+            "WHERE relid = 'chronicle_events'::regclass"
+        )
+        if rows and rows[0][1] > max(1000, rows[0][0] // 10):
+            await self._analyze(["chronicle_events"])
 
     async def _analyze(self, tables: Sequence[str]) -> None:
         if self.store.backend == "postgresql" and tables:
