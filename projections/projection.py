@@ -105,6 +105,12 @@ class Projection(abc.ABC):
         same replay key), or ``None`` to run both. Replays only."""
         return None
 
+    def combine(self, statements: list[Statement]) -> list[Statement]:
+        """Statements of different replay keys, sorted by SQL, merged where they only
+        add to a shared row (a per-deployment counter): one addition instead of many.
+        Returns them unchanged by default. Replays only."""
+        return statements
+
     @classmethod
     def event_types(cls) -> tuple[str, ...]:
         return tuple(kind.event_type for kind in cls.handles)

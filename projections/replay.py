@@ -43,7 +43,7 @@ def replay_statements(projection: Projection, items: Sequence[Item]) -> list[Sta
             continue
         key = projection.replay_key(event)
         if key is None:  # a barrier: finish what came before, then this event alone
-            _flush(queues, out)
+            _flush(projection, queues, out)
             out.extend(statements)
             continue
         queue = queues.get(key)
@@ -56,11 +56,13 @@ def replay_statements(projection: Projection, items: Sequence[Item]) -> list[Sta
                 queue.append(statement)
             else:
                 queue[-1] = folded
-    _flush(queues, out)
+    _flush(projection, queues, out)
     return out
 
 
-def _flush(queues: dict[Hashable, list[Statement]], out: list[Statement]) -> None:
+def _flush(
+    projection: Projection, queues: dict[Hashable, list[Statement]], out: list[Statement]
+) -> None:
     if len(queues) == 1:
         out.extend(next(iter(queues.values())))
     elif queues:
@@ -68,7 +70,7 @@ def _flush(queues: dict[Hashable, list[Statement]], out: list[Statement]) -> Non
         for column in range(width):
             cells = [queue[column] for queue in queues.values() if column < len(queue)]
             cells.sort(key=_sql)  # stable: one SQL text keeps event order
-            out.extend(cells)
+            out.extend(projection.combine(cells))
     queues.clear()
 
 

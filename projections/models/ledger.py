@@ -143,8 +143,8 @@ class LedgerProjection(Projection):
         )
         self._add = (
             f"INSERT INTO {stats} (deployment_id, {_STATS_COLUMNS}) "
-            f"VALUES ($1, 1, $2, $3, $4, $5, $6, $7, {anchor}) "
-            f"ON CONFLICT (deployment_id) DO UPDATE SET total = {stats}.total + 1, "
+            f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {anchor}) "
+            f"ON CONFLICT (deployment_id) DO UPDATE SET total = {stats}.total + excluded.total, "
             f"with_tx_hash = {stats}.with_tx_hash + excluded.with_tx_hash, "
             f"with_cycle_id = {stats}.with_cycle_id + excluded.with_cycle_id, "
             f"with_price_inputs = {stats}.with_price_inputs + excluded.with_price_inputs, "
@@ -179,7 +179,32 @@ class LedgerProjection(Projection):
         c = _contribution(entry)
         yield Statement(self._retract, (entry.deployment_id, entry.entry_id))
         yield Statement(self._upsert, (*_entry_row(entry), *c, _anchor_value(entry)))
-        yield Statement(self._add, (entry.deployment_id, *c))
+        yield Statement(self._add, (entry.deployment_id, 1, *c))
+
+    def combine(self, statements: list[Statement]) -> list[Statement]:
+        """One stats addition per deployment: its entries' contributions summed.
+
+        The anchor is recomputed from the ledger rows by the last addition either
+        way, so one addition after all of a batch's upserts leaves the same row.
+        The gas sum is printed as ``chronicle_dec_add`` prints it.
+        """
+        merged: dict[str, list[Statement]] = {}
+        out: list[Statement] = []
+        for statement in statements:
+            if statement.sql == self._add:
+                merged.setdefault(statement.params[0], []).append(statement)
+            else:
+                out.append(statement)
+        for deployment_id, adds in merged.items():
+            if len(adds) == 1:
+                out.extend(adds)
+                continue
+            counts = [sum(add.params[i] for add in adds) for i in range(1, 7)]
+            gas = Decimal(0)
+            for add in adds:
+                gas = _EXACT.add(gas, Decimal(add.params[7]))
+            out.append(Statement(self._add, (deployment_id, *counts, format(gas, "f"))))
+        return out
 
     # -- queries ----------------------------------------------------------------------
 
