@@ -717,7 +717,7 @@ async def _replay_batch(
         for event_type in plan.types:
             by_type.setdefault(event_type, []).append(plan)
     items: dict[str, list[tuple[DomainEvent, Placement]]] = {p.cls.name: [] for p in plans}
-    for index, record in enumerate(batch):
+    for index, record in enumerate(batch, 1):
         if index % _YIELD_EVERY == 0:
             await asyncio.sleep(0)
         wanting = by_type.get(record.type)
@@ -746,7 +746,8 @@ async def _replay_batch(
         elif taken:
             last = taken[-1][1]
             plan.checkpoint = last.position if deployment_id is None else last.deployment_seq
-        await asyncio.sleep(0)
+        if len(taken) >= _YIELD_EVERY:
+            await asyncio.sleep(0)
         statements.extend(replay_statements(plan.shadow, taken))
     return statements
 
