@@ -33,10 +33,13 @@ class EventStore:
     event loop; on PostgreSQL many processes may share one database.
     """
 
-    def __init__(self, backend: Backend, *, max_event_bytes: int) -> None:
+    def __init__(self, backend: Backend, *, max_event_bytes: int, url: str = "") -> None:
         self._backend: Backend | None = backend
         self._kind = backend.kind
         self.max_event_bytes = max_event_bytes
+        self.url = url
+        """The URL this store was opened with: what another process passes to
+        :func:`connect` to open the same store (a parallel rebuild's workers)."""
 
     @property
     def backend(self) -> str:
@@ -347,7 +350,7 @@ async def _open_store(url: str, *, max_event_bytes: int) -> EventStore:
         backend = await SQLiteBackend.open(
             config.path, synchronous=config.synchronous, poll_interval=config.poll_interval
         )
-    return EventStore(backend, max_event_bytes=max_event_bytes)
+    return EventStore(backend, max_event_bytes=max_event_bytes, url=url)
 
 
 __all__ = ["EventStore", "chain_fault", "connect"]

@@ -33,17 +33,17 @@ from eventstore import (
 )
 from eventstore.encoding import now_micros
 
+from . import parallel
 from .errors import ProjectionFailed, ProjectionOutdated, ProjectionWriteRefused
 from .events import DomainEvent, decode_event, encode_event
 from .projection import Projection
 from .replay import replay_statements
+from .shadow import ShadowPlan, checkpoint_of, replay_batch
 
 CATALOG = "chronicle_projections"
 _P = TypeVar("_P", bound=Placement)
 _GC_GEN0_DURING_REPLAY = 50_000
 """Allocations between cyclic collections while a replay decodes the log."""
-_YIELD_EVERY = 250
-"""Events decoded or applied between two turns of the event loop during a rebuild."""
 _FIRST_ANALYZE = 10_000
 """Events replayed before a rebuild first analyzes its shadow tables (PostgreSQL)."""
 _CATALOG_DDL = f"""CREATE TABLE IF NOT EXISTS {CATALOG} (
@@ -375,6 +375,7 @@ class ProjectionEngine:
         deployment_id: str | None = None,
         batch_size: int = 5000,
         progress: Progress | None = None,
+        jobs: int = 1,
     ) -> list[RebuildReport]:
         """Rebuild one projection (or all) into shadow tables, then swap them in.
 
@@ -383,6 +384,10 @@ class ProjectionEngine:
         Live tables keep answering until each projection's swap, which is one
         transaction. An interrupted rebuild resumes from its last committed batch
         when called again with the same projections, version and scope.
+
+        ``jobs`` > 1 splits a whole-log rebuild's deployments between that many
+        worker processes (:mod:`projections.parallel`), which import the
+        projection classes; it gains where there are cores to spare.
         """
         names = [name] if name is not None else sorted(self._classes)
         for each in names:
@@ -390,10 +395,19 @@ class ProjectionEngine:
                 raise KeyError(f"unknown projection {each!r}; known: {sorted(self._classes)}")
         if deployment_id is not None:
             eventstore.validation.check_identifier("deployment_id", deployment_id)
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+        if jobs > 1:
+            for each in names:
+                parallel.class_path(self._classes[each])  # refuse before any work
         started = time.perf_counter()
         await self._analyze_log_if_stale()
+        await self.store.execute([Statement(parallel.PROGRESS_DDL)])
         plans = [await self._shadow_plan(each, deployment_id) for each in names]
-        log_events = await self._replay_into(plans, deployment_id, batch_size, progress)
+        if deployment_id is None and (jobs > 1 or await parallel.has_progress(self.store, names)):
+            log_events = await self._replay_in_parallel(plans, jobs, batch_size, progress)
+        else:
+            log_events = await self._replay_into(plans, deployment_id, batch_size, progress)
         reports = []
         for plan in plans:
             plan.replayed += await self._swap(
@@ -412,7 +426,7 @@ class ProjectionEngine:
             )
         return reports
 
-    async def _shadow_plan(self, name: str, deployment_id: str | None) -> _ShadowPlan:
+    async def _shadow_plan(self, name: str, deployment_id: str | None) -> ShadowPlan:
         """Shadow tables for ``name``: those of an interrupted rebuild, or new ones."""
         cls = self._classes[name]
         scope = deployment_id or ""
@@ -428,6 +442,10 @@ class ProjectionEngine:
             checkpoint = 0
             generation = max(row.generation, row.shadow_generation or 0) + 1
             statements = [Statement(f"DROP TABLE IF EXISTS {t.physical(True)}") for t in cls.tables]
+            # a parallel rebuild's progress belongs to the shadow tables dropped here
+            statements.append(
+                Statement(f"DELETE FROM {parallel.PROGRESS} WHERE name = $1", (name,))
+            )
             for table in cls.tables:
                 statements.extend(table.create(table.physical(True), generation))
             statements.append(
@@ -442,11 +460,39 @@ class ProjectionEngine:
         # an asynchronous projection's rows for one deployment may not run ahead of
         # the projector, or it would apply those events a second time
         limit = row.checkpoint if deployment_id is not None and name in self._async else None
-        return _ShadowPlan(cls, cls(shadow=True), frozenset(cls.event_types()), checkpoint, limit)
+        return ShadowPlan(cls, cls(shadow=True), frozenset(cls.event_types()), checkpoint, limit)
+
+    async def _replay_in_parallel(
+        self, plans: Sequence[ShadowPlan], jobs: int, batch_size: int, progress: Progress | None
+    ) -> int:
+        """The parallel replay, then every plan's checkpoint moved past it, its
+        per-deployment progress dropped, in one transaction; the events read."""
+        read_events, last = await parallel.replay_in_parallel(
+            self.store, plans, jobs, batch_size, progress
+        )
+        names = [plan.cls.name for plan in plans]
+        marks = ", ".join(f"${i}" for i in range(3, len(names) + 3))
+        await self.store.execute(
+            [
+                Statement(
+                    f"UPDATE {CATALOG} SET shadow_checkpoint = $1, updated_at = $2 "
+                    f"WHERE name IN ({marks})",
+                    (last, now_micros(), *names),
+                ),
+                Statement(
+                    f"DELETE FROM {parallel.PROGRESS} WHERE name IN "
+                    f"({', '.join(f'${i}' for i in range(1, len(names) + 1))})",
+                    tuple(names),
+                ),
+            ]
+        )
+        for plan in plans:
+            plan.checkpoint = last
+        return read_events
 
     async def _replay_into(
         self,
-        plans: Sequence[_ShadowPlan],
+        plans: Sequence[ShadowPlan],
         deployment_id: str | None,
         batch_size: int,
         progress: Progress | None,
@@ -494,8 +540,8 @@ class ProjectionEngine:
                 read_events += len(batch)
                 full = len(batch) == batch_size
                 if full:
-                    reading = read(_checkpoint_of(batch, deployment_id))
-                statements = await _replay_batch(plans, batch, deployment_id)
+                    reading = read(checkpoint_of(batch, deployment_id))
+                statements = await replay_batch(plans, batch, deployment_id)
                 statements.extend(
                     Statement(
                         f"UPDATE {CATALOG} SET shadow_checkpoint = $1, updated_at = $2 "
@@ -536,7 +582,7 @@ class ProjectionEngine:
         """
         await self._analyze([t.physical() for cls in self._classes.values() for t in cls.tables])
 
-    async def _analyze_shadows(self, plans: Sequence[_ShadowPlan]) -> None:
+    async def _analyze_shadows(self, plans: Sequence[ShadowPlan]) -> None:
         """Give PostgreSQL's planner the shadow tables' size as they grow.
 
         A table created for the rebuild has no statistics, so the plans of the
@@ -601,7 +647,7 @@ class ProjectionEngine:
                 if not batch:
                     break
                 await tx.execute(_replay_statements(shadow, batch, types))
-                checkpoint = _checkpoint_of(batch, deployment_id)
+                checkpoint = checkpoint_of(batch, deployment_id)
                 if deployment_id is None:
                     last_position = checkpoint
                 tail += sum(1 for e in batch if e.type in types)
@@ -678,80 +724,6 @@ class _CheckpointMoved(Exception):
     """Another projector (or a rebuild's swap) moved the checkpoint first."""
 
 
-class _ShadowPlan:
-    """One projection's part in a rebuild: its shadow tables and how far they are."""
-
-    def __init__(
-        self,
-        cls: type[Projection],
-        shadow: Projection,
-        types: frozenset[str],
-        checkpoint: int,
-        limit: int | None,
-    ) -> None:
-        self.cls = cls
-        self.shadow = shadow
-        self.types = types
-        self.checkpoint = checkpoint
-        """Everything at or below this (position, or deployment seq) is in the shadow."""
-        self.resumed_from = checkpoint
-        self.limit = limit
-        """For an asynchronous projection rebuilt for one deployment: the projector's
-        checkpoint, which the shadow may not pass."""
-        self.done = False
-        self.replayed = 0
-
-
-async def _replay_batch(
-    plans: Sequence[_ShadowPlan], batch: Sequence[Placement], deployment_id: str | None
-) -> list[Statement]:
-    """Every plan's statements for ``batch``, each event decoded once; checkpoints moved.
-
-    Hands the loop back every few hundred events: the previous batch's commit is
-    still sending rows to PostgreSQL and reading its replies, and the server sat
-    idle while this ran through a whole batch without a pause (a 200k rebuild
-    kept client and server each about half busy).
-    """
-    by_type: dict[str, list[_ShadowPlan]] = {}
-    for plan in plans:
-        for event_type in plan.types:
-            by_type.setdefault(event_type, []).append(plan)
-    items: dict[str, list[tuple[DomainEvent, Placement]]] = {p.cls.name: [] for p in plans}
-    for index, record in enumerate(batch, 1):
-        if index % _YIELD_EVERY == 0:
-            await asyncio.sleep(0)
-        wanting = by_type.get(record.type)
-        if not wanting:
-            continue
-        mark = record.position if deployment_id is None else record.deployment_seq
-        event: DomainEvent | None = None
-        for plan in wanting:
-            if plan.done or mark <= plan.checkpoint:
-                continue
-            if plan.limit is not None and record.position > plan.limit:
-                plan.done = True  # the projector has not gone past here yet
-                continue
-            if event is None:
-                event = decode_event(
-                    record.type, record.schema_version, record.raw_data, trusted=True
-                )
-            items[plan.cls.name].append((event, record))
-    end = _checkpoint_of(batch, deployment_id)
-    statements: list[Statement] = []
-    for plan in plans:
-        taken = items[plan.cls.name]
-        plan.replayed += len(taken)
-        if not plan.done:
-            plan.checkpoint = max(plan.checkpoint, end)
-        elif taken:
-            last = taken[-1][1]
-            plan.checkpoint = last.position if deployment_id is None else last.deployment_seq
-        if len(taken) >= _YIELD_EVERY:
-            await asyncio.sleep(0)
-        statements.extend(replay_statements(plan.shadow, taken))
-    return statements
-
-
 def _replay_statements(
     projection: Projection, batch: Sequence[Placement], types: Iterable[str]
 ) -> list[Statement]:
@@ -772,11 +744,6 @@ def _up_to(batch: Sequence[_P], position: int) -> list[_P]:
             break
         kept.append(event)
     return kept
-
-
-def _checkpoint_of(batch: Sequence[Placement], deployment_id: str | None) -> int:
-    last = batch[-1]
-    return last.position if deployment_id is None else last.deployment_seq
 
 
 def _failure_text(name: str, record: RecordedEvent, exc: BaseException) -> str:
