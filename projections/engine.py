@@ -148,7 +148,7 @@ class ProjectionEngine:
         async with self.store.transaction() as tx:
             if self.store.backend == "postgresql":  # concurrent first starts
                 await tx.query("SELECT pg_advisory_xact_lock(hashtext('chronicle-projections'))")
-            await tx.execute([Statement(_CATALOG_DDL)])
+            await tx.execute([Statement(_CATALOG_DDL), Statement(parallel.PROGRESS_DDL)])
             catalog = await _catalog(tx)
             for name, cls in self._classes.items():
                 if name in catalog:
