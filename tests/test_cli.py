@@ -75,6 +75,25 @@ def test_rebuild_reports_and_keeps_the_rows(store_url: str, tmp_path: Path) -> N
     assert nobody.returncode == 2 and "has no events" in nobody.stderr
 
 
+def test_rebuild_with_worker_processes_gives_the_same_read_models(
+    store_url: str, tmp_path: Path
+) -> None:
+    assert chronicle("demo", "--cycles", "30", "--url", store_url, cwd=tmp_path).returncode == 0
+    serial = chronicle("rebuild", "--url", store_url, "--json", cwd=tmp_path)
+    assert serial.returncode == 0, serial.stderr
+    assert json.loads(serial.stdout)["jobs"] == 1  # a small log: no workers by default
+    before = chronicle("verify", "--url", store_url, "--json", cwd=tmp_path)
+    assert before.returncode == 0 and json.loads(before.stdout)["ok"] is True
+    done = chronicle("rebuild", "--jobs", "2", "--url", store_url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "split between 2 worker processes" in done.stdout
+    # verify replays the log and compares every read-model row with what is stored
+    after = chronicle("verify", "--url", store_url, "--json", cwd=tmp_path)
+    assert after.returncode == 0 and json.loads(after.stdout)["ok"] is True, after.stdout
+    zero = chronicle("rebuild", "--jobs", "0", "--url", store_url, cwd=tmp_path)
+    assert zero.returncode == 2 and "--jobs must be at least 1" in zero.stderr
+
+
 def test_demo_refuses_a_bad_url_before_it_starts(tmp_path: Path) -> None:
     for url, message in (
         ("notaurl", "unsupported store URL"),
