@@ -106,7 +106,7 @@ async def test_projections_bench_instruments_the_one_pass_rebuild(tmp_path: Path
     per_projection = split["replay_statements_per_projection"]
     assert set(per_projection) - {"how"} == {cls.name for cls in ALL_PROJECTIONS}
     # the instrument put the engine back as it was
-    assert vars(proj.engine_module)["decode_event"] is proj.decode_event
+    assert vars(proj.shadow_module)["decode_event"] is proj.decode_event
     assert all("fold" not in vars(cls) or cls.fold.__name__ == "fold" for cls in ALL_PROJECTIONS)
 
     child = await proj.rebuild_child(url)
