@@ -467,8 +467,16 @@ class ProjectionEngine:
     ) -> int:
         """The parallel replay, then every plan's checkpoint moved past it, its
         per-deployment progress dropped, in one transaction; the events read."""
+        analyze_at = _FIRST_ANALYZE
+
+        async def grown(replayed: int) -> None:
+            nonlocal analyze_at
+            if replayed >= analyze_at:
+                analyze_at = replayed * 16
+                await self._analyze_shadows(plans)
+
         read_events, last = await parallel.replay_in_parallel(
-            self.store, plans, jobs, batch_size, progress
+            self.store, plans, jobs, batch_size, progress, grown
         )
         names = [plan.cls.name for plan in plans]
         marks = ", ".join(f"${i}" for i in range(3, len(names) + 3))

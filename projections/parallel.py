@@ -26,7 +26,7 @@ import os
 import queue as queues
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -122,12 +122,15 @@ async def replay_in_parallel(
     jobs: int,
     batch_size: int,
     progress: Progress | None,
+    grown: Callable[[int], Awaitable[None]],
 ) -> tuple[int, int]:
     """Replay the log below the current bound into ``plans``' shadow tables with
     ``jobs`` workers; returns ``(events read, last position covered)``.
 
-    The plans' ``replayed`` counts are updated. With one job the work runs in
-    this process (a rebuild that resumes a parallel one but was given no jobs).
+    The plans' ``replayed`` counts are updated; ``grown(events read so far)`` is
+    awaited as the workers report (the engine analyzes the shadow tables as they
+    grow). With one job the work runs in this process (a rebuild that resumes a
+    parallel one but was given no jobs).
     """
     below = (await store.horizon()).readable_below
     rows = await store.query(
@@ -149,16 +152,23 @@ async def replay_in_parallel(
                 progress(name, start + sum(c.get(name, 0) for c in applied.values()))
 
     if len(tasks) == 1 and jobs == 1:
-        await _work(store, tasks[0], lambda counts, events: note(0, counts, events))
+
+        async def in_process(counts: dict[str, int], events: int) -> None:
+            note(0, counts, events)
+            await grown(events)
+
+        await _work(store, tasks[0], in_process)
     elif tasks:
-        await _run_workers(tasks, note)
+        await _run_workers(tasks, note, lambda: grown(sum(read.values())))
     for plan in plans:
         plan.replayed = base[plan.cls.name] + sum(c.get(plan.cls.name, 0) for c in applied.values())
     return sum(read.values()), below - 1
 
 
 async def _run_workers(
-    tasks: Sequence[_Task], note: Callable[[int, dict[str, int], int], None]
+    tasks: Sequence[_Task],
+    note: Callable[[int, dict[str, int], int], None],
+    grown: Callable[[], Awaitable[None]],
 ) -> None:
     context = multiprocessing.get_context("spawn")
     inbox: Any = context.Queue()
@@ -190,6 +200,7 @@ async def _run_workers(
             kind, index, *rest = message
             if kind == "progress":
                 note(index, rest[0], rest[1])
+                await grown()
             elif kind == "done":
                 finished.add(index)
             else:
@@ -215,10 +226,11 @@ def _worker_main(index: int, task: bytes, outbox: Any) -> None:
 
 
 async def _work_alone(task: _Task, index: int, outbox: Any) -> None:
+    async def report(counts: dict[str, int], events: int) -> None:
+        outbox.put(("progress", index, counts, events))
+
     async with eventstore.connect(task.url) as store:
-        await _work(
-            store, task, lambda counts, events: outbox.put(("progress", index, counts, events))
-        )
+        await _work(store, task, report)
 
 
 def _die_with_parent() -> None:
@@ -237,7 +249,7 @@ def _die_with_parent() -> None:
 
 
 async def _work(
-    store: EventStore, task: _Task, report: Callable[[dict[str, int], int], None]
+    store: EventStore, task: _Task, report: Callable[[dict[str, int], int], Awaitable[None]]
 ) -> None:
     """Replay each of the task's deployments, its events below the bound, in order.
 
@@ -261,7 +273,7 @@ async def _work(
             await store.execute(pending)
             pending.clear()
         pending_events = 0
-        report({plan.cls.name: plan.replayed for plan in plans}, read_events)
+        await report({plan.cls.name: plan.replayed for plan in plans}, read_events)
 
     for deployment_id in task.deployments:
         for plan, global_mark in zip(plans, global_marks, strict=True):
