@@ -210,7 +210,8 @@ async def _run_workers(
             if worker.is_alive():
                 worker.terminate()
         for worker in workers:
-            await asyncio.to_thread(worker.join, 5)
+            if worker.pid is not None:  # started
+                await asyncio.to_thread(worker.join, 5)
         inbox.close()
 
 
@@ -254,7 +255,9 @@ async def _work(
     """Replay each of the task's deployments, its events below the bound, in order.
 
     Small deployments share a commit: rows are committed once at least a batch of
-    events is pending, with each projection's progress per deployment.
+    events is pending, with each projection's progress per deployment. One commit
+    is in flight while the next batch is read and decoded: on SQLite a worker
+    that finds the write lock taken decodes instead of sleeping.
     """
     plans = [
         ShadowPlan(cls, cls(shadow=True), frozenset(cls.event_types()), 0, None)
@@ -266,41 +269,53 @@ async def _work(
     marks = await _saved_progress(store, names)
     pending: list[Statement] = []
     pending_events = read_events = 0
+    writing: asyncio.Future[None] | None = None
 
-    async def commit() -> None:
-        nonlocal pending_events
-        if pending:
-            await store.execute(pending)
-            pending.clear()
-        pending_events = 0
-        await report({plan.cls.name: plan.replayed for plan in plans}, read_events)
+    async def commit(statements: list[Statement], counts: dict[str, int], events: int) -> None:
+        await store.execute(statements)
+        await report(counts, events)
 
-    for deployment_id in task.deployments:
-        for plan, global_mark in zip(plans, global_marks, strict=True):
-            seq = marks.get((plan.cls.name, deployment_id))
-            if seq is None:
-                seq = await _last_seq_at(store, deployment_id, global_mark)
-            plan.checkpoint = seq
-        after = min(plan.checkpoint for plan in plans)
-        while True:
-            batch = await store.read_for_replay(
-                after, task.batch_size, types=types, deployment_id=deployment_id
-            )
-            kept = _below(batch, task.below)
-            if kept:
-                read_events += len(kept)
-                pending.extend(await replay_batch(plans, kept, deployment_id))
-                pending.extend(
-                    Statement(_SAVE_PROGRESS, (plan.cls.name, deployment_id, plan.checkpoint))
-                    for plan in plans
+    async def send() -> None:
+        nonlocal pending, pending_events, writing
+        if writing is not None:
+            await writing  # batches of one deployment commit in order
+        counts = {plan.cls.name: plan.replayed for plan in plans}
+        writing = asyncio.ensure_future(commit(pending, counts, read_events))
+        pending, pending_events = [], 0
+
+    try:
+        for deployment_id in task.deployments:
+            for plan, global_mark in zip(plans, global_marks, strict=True):
+                seq = marks.get((plan.cls.name, deployment_id))
+                if seq is None:
+                    seq = await _last_seq_at(store, deployment_id, global_mark)
+                plan.checkpoint = seq
+            after = min(plan.checkpoint for plan in plans)
+            while True:
+                batch = await store.read_for_replay(
+                    after, task.batch_size, types=types, deployment_id=deployment_id
                 )
-                pending_events += len(kept)
-                if pending_events >= task.batch_size:
-                    await commit()
-            if len(kept) < task.batch_size:
-                break
-            after = kept[-1].deployment_seq
-    await commit()
+                kept = _below(batch, task.below)
+                if kept:
+                    read_events += len(kept)
+                    pending.extend(await replay_batch(plans, kept, deployment_id))
+                    pending.extend(
+                        Statement(_SAVE_PROGRESS, (plan.cls.name, deployment_id, plan.checkpoint))
+                        for plan in plans
+                    )
+                    pending_events += len(kept)
+                    if pending_events >= task.batch_size:
+                        await send()
+                if len(kept) < task.batch_size:
+                    break
+                after = kept[-1].deployment_seq
+        await send()
+        if writing is not None:
+            await writing
+    finally:
+        if writing is not None and not writing.done():
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
 
 
 async def _saved_progress(store: EventStore, names: Sequence[str]) -> dict[tuple[str, str], int]:
