@@ -41,11 +41,12 @@ Conventions (they hold for every Struct in this module):
   projection needs nothing but the event to rebuild a row.
 """
 
+import contextlib
 import enum
 import threading
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -952,11 +953,8 @@ def decode_event(
             if not trusted:
                 event: DomainEvent = _decoder_for(cls).decode(data)
                 return event
-            _TRUSTED.decoding = True
-            try:
+            with trusting():
                 event = _decoder_for(cls).decode(data)
-            finally:
-                _TRUSTED.decoding = False
             return event
         if schema_version < 1 or schema_version > current:
             raise UnknownSchemaVersion(event_type, schema_version, current)
@@ -974,6 +972,36 @@ def decode_event(
         return upcast
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise EventDecodeError(f"cannot decode {event_type} v{schema_version}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def trusting() -> Iterator[None]:
+    """Skip the per-field checks of Structs decoded here from bytes the log holds.
+
+    For a replay, around a run of :func:`current_decoder` calls; never across an
+    ``await``, where other code on this thread would build unchecked Structs.
+    """
+    previous = _TRUSTED.decoding
+    _TRUSTED.decoding = True
+    try:
+        yield
+    finally:
+        _TRUSTED.decoding = previous
+
+
+def current_decoder(event_type: str, schema_version: int) -> Callable[[bytes], DomainEvent] | None:
+    """The bare decoder of ``event_type`` at ``schema_version`` if that is the current
+    version (else ``None``: :func:`decode_event` upcasts or refuses it).
+
+    A replay looks it up once per type and calls it for every event, under
+    :func:`trusting`; its errors are msgspec's, which :func:`decode_event` turns
+    into :class:`EventDecodeError` when asked to decode the same bytes.
+    """
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None or schema_version != cls.schema_version:
+        return None
+    decode: Callable[[bytes], DomainEvent] = _decoder_for(cls).decode
+    return decode
 
 
 def register_upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:

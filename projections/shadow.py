@@ -7,11 +7,13 @@ rebuild (:mod:`projections.parallel`), so both apply events the same way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import msgspec
 
 from eventstore import Placement, Statement
 
-from .events import DomainEvent, decode_event
+from .events import DomainEvent, current_decoder, decode_event, trusting
 from .projection import Projection
 from .replay import replay_statements
 
@@ -58,25 +60,26 @@ async def replay_batch(
         for event_type in plan.types:
             by_type.setdefault(event_type, []).append(plan)
     items: dict[str, list[tuple[DomainEvent, Placement]]] = {p.cls.name: [] for p in plans}
-    for index, record in enumerate(batch, 1):
-        if index % YIELD_EVERY == 0:
+    decoders: dict[tuple[str, int], Callable[[bytes], DomainEvent] | None] = {}
+    for start in range(0, len(batch), YIELD_EVERY):
+        if start:
             await asyncio.sleep(0)
-        wanting = by_type.get(record.type)
-        if not wanting:
-            continue
-        mark = record.position if deployment_id is None else record.deployment_seq
-        event: DomainEvent | None = None
-        for plan in wanting:
-            if plan.done or mark <= plan.checkpoint:
-                continue
-            if plan.limit is not None and record.position > plan.limit:
-                plan.done = True  # the projector has not gone past here yet
-                continue
-            if event is None:
-                event = decode_event(
-                    record.type, record.schema_version, record.raw_data, trusted=True
-                )
-            items[plan.cls.name].append((event, record))
+        with trusting():  # never across the await above
+            for record in batch[start : start + YIELD_EVERY]:
+                wanting = by_type.get(record.type)
+                if not wanting:
+                    continue
+                mark = record.position if deployment_id is None else record.deployment_seq
+                event: DomainEvent | None = None
+                for plan in wanting:
+                    if plan.done or mark <= plan.checkpoint:
+                        continue
+                    if plan.limit is not None and record.position > plan.limit:
+                        plan.done = True  # the projector has not gone past here yet
+                        continue
+                    if event is None:
+                        event = _decode(record, decoders)
+                    items[plan.cls.name].append((event, record))
     end = checkpoint_of(batch, deployment_id)
     statements: list[Statement] = []
     for plan in plans:
@@ -96,3 +99,20 @@ async def replay_batch(
 def checkpoint_of(batch: Sequence[Placement], deployment_id: str | None) -> int:
     last = batch[-1]
     return last.position if deployment_id is None else last.deployment_seq
+
+
+def _decode(
+    record: Placement, decoders: dict[tuple[str, int], Callable[[bytes], DomainEvent] | None]
+) -> DomainEvent:
+    """``decode_event(..., trusted=True)`` without its per-event lookups: each type's
+    decoder is looked up once per batch."""
+    key = (record.type, record.schema_version)
+    decoder = decoders.get(key)
+    if decoder is None and key not in decoders:
+        decoder = decoders[key] = current_decoder(*key)
+    if decoder is not None:
+        try:
+            return decoder(record.raw_data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass  # decode_event raises the typed error
+    return decode_event(record.type, record.schema_version, record.raw_data, trusted=True)
