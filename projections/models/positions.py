@@ -234,7 +234,9 @@ class PositionEventsProjection(Projection):
 
 
 def _event_row(event: PositionEventRecorded) -> tuple[Any, ...]:
-    nulls = set(event.legacy.null_columns) if event.legacy is not None else set()
+    if event.legacy is None:  # a live write: no column was NULL in a legacy row
+        return _live_event_row(event)
+    nulls = set(event.legacy.null_columns)
 
     def text(column: str, value: str) -> str | None:
         return None if column in nulls else value
@@ -279,6 +281,49 @@ def _event_row(event: PositionEventRecorded) -> tuple[Any, ...]:
         to_json(event.attribution),
         event.attribution_version,
     )
+
+
+def _live_event_row(event: PositionEventRecorded) -> tuple[Any, ...]:
+    """:func:`_event_row` without legacy NULLs: absent amounts are ``''``. The
+    common case, written out: a rebuild builds one per position event."""
+    return (
+        event.position_event_id,
+        event.deployment_id,
+        event.cycle_id,
+        event.execution_mode,
+        event.position_id,
+        event.position_type,
+        event.position_event_type,
+        ts(event.timestamp),
+        event.protocol,
+        event.chain,
+        event.token0,
+        event.token1,
+        _amount(event.amount0),
+        _amount(event.amount1),
+        _amount(event.value_usd),
+        event.tick_lower,
+        event.tick_upper,
+        _amount(event.liquidity),
+        flag(event.in_range),
+        _amount(event.fees_token0),
+        _amount(event.fees_token1),
+        _amount(event.leverage),
+        _amount(event.entry_price),
+        _amount(event.mark_price),
+        _amount(event.unrealized_pnl),
+        flag(event.is_long),
+        event.tx_hash,
+        _amount(event.gas_usd),
+        event.ledger_entry_id,
+        _amount(event.protocol_fees_usd),
+        to_json(event.attribution),
+        event.attribution_version,
+    )
+
+
+def _amount(value: Decimal | None) -> str:
+    return "" if value is None else str(value)
 
 
 def _legacy_dict(row: Any) -> dict[str, Any]:
