@@ -69,7 +69,7 @@ import eventstore
 import eventstore.backends.postgres
 import eventstore.backends.sqlite
 import projections.shadow as shadow_module
-from eventstore import EventStore, ReplayedEvent, Statement
+from eventstore import EventStore, Placement, ReplayedEvent, Statement
 from eventstore.append import statement_runs
 from projections.engine import ProjectionEngine, RebuildReport
 from projections.events import (
@@ -1327,7 +1327,8 @@ class _Instrument:
     """Times the parts of ``engine.rebuild()`` by wrapping what its one pass calls.
 
     ``store.read_for_replay`` (read: the query and building ``ReplayedEvent``s), the
-    engine's ``decode_event`` (decode; the engine passes ``trusted=True``),
+    the one pass's per-event decode (``projections.shadow._decode``: each type's msgspec
+    decoder, trusted, looked up once per batch; ``decode_event`` only as its fallback),
     ``replay_statements`` as the engine calls it, once per projection and batch (each
     projection's ``apply``, grouping by replay key, ``Projection.fold``), and
     ``store.execute`` (SQL: the driver calls and the database's work), split into the
@@ -1347,8 +1348,7 @@ class _Instrument:
         store, spans, counts = self.store, self.spans, self.counts
         per_projection, replay_seconds = self.per_projection, self.replay_seconds
         read, execute = store.read_for_replay, store.execute
-        # the engine's own globals are these same functions (it imported both names)
-        decode, replay = decode_event, replay_statements
+        decode, replay = shadow_module._decode, replay_statements
         decode_spans, replay_spans = spans["decode"], spans["replay_statements"]
         clock = time.perf_counter
 
@@ -1379,15 +1379,20 @@ class _Instrument:
                 counts["driver_calls"] += len(runs)
                 counts["driver_calls_single_statement"] += sum(1 for _, ps in runs if len(ps) == 1)
 
-        def timed_decode(
+        def timed_decode(record: Placement, decoders: Any) -> DomainEvent:
+            started = clock()
+            event = decode(record, decoders)
+            decode_spans.append((started, clock()))
+            return event
+
+        def counted_decode_event(
             event_type: str, schema_version: int, data: bytes, *, trusted: bool = False
         ) -> DomainEvent:
-            started = clock()
-            event = decode(event_type, schema_version, data, trusted=trusted)
-            decode_spans.append((started, clock()))
+            # the fallback for older schema versions and bad bytes
+            counts["decode_event_calls"] += 1
             if not trusted:
                 counts["decode_calls_untrusted"] += 1
-            return event
+            return decode_event(event_type, schema_version, data, trusted=trusted)
 
         def timed_replay(projection: Projection, items: Sequence[Item]) -> list[Statement]:
             started = clock()
@@ -1400,14 +1405,19 @@ class _Instrument:
             mine["statements_after_fold"] += len(out)
             return out
 
-        for name, original in (("decode_event", decode), ("replay_statements", replay)):
+        for name, original in (
+            ("_decode", decode),
+            ("decode_event", decode_event),
+            ("replay_statements", replay),
+        ):
             if vars(shadow_module).get(name) is not original:
                 raise RuntimeError(f"projections.shadow no longer calls {name}: fix _Instrument")
         self._undo += [
             _patch(store, "read_for_replay", timed_read),
             _patch(store, "execute", timed_execute),
-            # the one pass's own globals (projections.shadow imported both names)
-            _patch(shadow_module, "decode_event", timed_decode),
+            # the one pass's own globals (projections.shadow)
+            _patch(shadow_module, "_decode", timed_decode),
+            _patch(shadow_module, "decode_event", counted_decode_event),
             _patch(shadow_module, "replay_statements", timed_replay),
         ]
         for cls in ALL_PROJECTIONS:
@@ -1549,7 +1559,8 @@ def _short(filename: str) -> str:
 _BREAKDOWN_HOW = (
     "engine.rebuild() of all nine read models with what its one pass over the log calls "
     "wrapped and timed (every call's interval kept): read = store.read_for_replay (the "
-    "query and building ReplayedEvents); decode = the engine's decode_event (trusted=True); "
+    "query and building ReplayedEvents); decode = the one pass's per-event decode (each "
+    "type's msgspec decoder, trusted, looked up once per batch); "
     "replay_statements = projections.replay.replay_statements as the engine calls it, once "
     "per projection and batch (apply, grouping by replay key, Projection.fold); execute = "
     "store.execute of each batch (every projection's statements and shadow checkpoint in "
