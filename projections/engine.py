@@ -11,7 +11,6 @@ nor apply one twice.
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -38,12 +37,10 @@ from .errors import ProjectionFailed, ProjectionOutdated, ProjectionWriteRefused
 from .events import DomainEvent, decode_event, encode_event
 from .projection import Projection
 from .replay import replay_statements
-from .shadow import ShadowPlan, checkpoint_of, replay_batch
+from .shadow import ShadowPlan, checkpoint_of, fewer_collections, replay_batch
 
 CATALOG = "chronicle_projections"
 _P = TypeVar("_P", bound=Placement)
-_GC_GEN0_DURING_REPLAY = 50_000
-"""Allocations between cyclic collections while a replay decodes the log."""
 _FIRST_ANALYZE = 10_000
 """Events replayed before a rebuild first analyzes its shadow tables (PostgreSQL)."""
 _CATALOG_DDL = f"""CREATE TABLE IF NOT EXISTS {CATALOG} (
@@ -531,54 +528,49 @@ class ProjectionEngine:
                 for name, replayed in counts.items():
                     progress(name, replayed)
 
-        # Decoding allocates a dozen containers per event, none of them in a cycle;
-        # at the default threshold the cyclic collector ran every ~60 events and
-        # took ~12% of a rebuild. It still runs meanwhile, just far less often.
-        thresholds = gc.get_threshold()
-        gc.set_threshold(max(thresholds[0], _GC_GEN0_DURING_REPLAY), *thresholds[1:])
-        reading = read(min(plan.checkpoint for plan in plans))
-        writing: asyncio.Future[None] | None = None
-        written: dict[str, int] = {}
-        analyze_at = _FIRST_ANALYZE
-        try:
-            while True:
-                batch = await reading
-                if not batch:
-                    break
-                read_events += len(batch)
-                full = len(batch) == batch_size
-                if full:
-                    reading = read(checkpoint_of(batch, deployment_id))
-                statements = await replay_batch(plans, batch, deployment_id)
-                statements.extend(
-                    Statement(
-                        f"UPDATE {CATALOG} SET shadow_checkpoint = $1, updated_at = $2 "
-                        "WHERE name = $3",
-                        (plan.checkpoint, now_micros(), plan.cls.name),
+        with fewer_collections():
+            reading = read(min(plan.checkpoint for plan in plans))
+            writing: asyncio.Future[None] | None = None
+            written: dict[str, int] = {}
+            analyze_at = _FIRST_ANALYZE
+            try:
+                while True:
+                    batch = await reading
+                    if not batch:
+                        break
+                    read_events += len(batch)
+                    full = len(batch) == batch_size
+                    if full:
+                        reading = read(checkpoint_of(batch, deployment_id))
+                    statements = await replay_batch(plans, batch, deployment_id)
+                    statements.extend(
+                        Statement(
+                            f"UPDATE {CATALOG} SET shadow_checkpoint = $1, updated_at = $2 "
+                            "WHERE name = $3",
+                            (plan.checkpoint, now_micros(), plan.cls.name),
+                        )
+                        for plan in plans
                     )
-                    for plan in plans
-                )
+                    if writing is not None:
+                        await writing
+                        report(written)
+                        replayed = sum(written.values())
+                        if replayed >= analyze_at:
+                            await self._analyze_shadows(plans)
+                            analyze_at = replayed * 16
+                    written = {plan.cls.name: plan.replayed for plan in plans}
+                    writing = asyncio.ensure_future(self.store.execute(statements))
+                    if not full:
+                        break
                 if writing is not None:
                     await writing
                     report(written)
-                    replayed = sum(written.values())
-                    if replayed >= analyze_at:
-                        await self._analyze_shadows(plans)
-                        analyze_at = replayed * 16
-                written = {plan.cls.name: plan.replayed for plan in plans}
-                writing = asyncio.ensure_future(self.store.execute(statements))
-                if not full:
-                    break
-            if writing is not None:
-                await writing
-                report(written)
-            return read_events
-        finally:
-            gc.set_threshold(*thresholds)
-            unfinished = [f for f in (reading, writing) if f is not None and not f.done()]
-            for future in unfinished:
-                future.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
+                return read_events
+            finally:
+                unfinished = [f for f in (reading, writing) if f is not None and not f.done()]
+                for future in unfinished:
+                    future.cancel()
+                await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def analyze(self) -> None:
         """Refresh PostgreSQL's statistics of the live read-model tables (SQLite: nothing).

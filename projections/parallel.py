@@ -36,7 +36,7 @@ from eventstore import EventStore, ReplayedEvent, Statement
 
 from .errors import ProjectionError
 from .projection import Projection
-from .shadow import ShadowPlan, replay_batch
+from .shadow import ShadowPlan, fewer_collections, replay_batch
 
 PROGRESS = "chronicle_rebuild_progress"
 PROGRESS_DDL = f"""CREATE TABLE IF NOT EXISTS {PROGRESS} (
@@ -157,7 +157,8 @@ async def replay_in_parallel(
             note(0, counts, events)
             await grown(events)
 
-        await _work(store, tasks[0], in_process)
+        with fewer_collections():
+            await _work(store, tasks[0], in_process)
     elif tasks:
         await _run_workers(tasks, note, lambda: grown(sum(read.values())))
     for plan in plans:
@@ -231,7 +232,8 @@ async def _work_alone(task: _Task, index: int, outbox: Any) -> None:
         outbox.put(("progress", index, counts, events))
 
     async with eventstore.connect(task.url) as store:
-        await _work(store, task, report)
+        with fewer_collections():
+            await _work(store, task, report)
 
 
 def _die_with_parent() -> None:
