@@ -21,6 +21,7 @@ import pytest
 from test_rebuild_robustness import (
     NAMES,
     ROOT,
+    appends,
     by_name,
     catalog_rows,
     child_env,
@@ -73,6 +74,28 @@ async def test_a_parallel_rebuild_gives_the_rows_of_a_one_pass_rebuild(
         assert seen[name] == reports[name].events  # no tail: nothing was appended meanwhile
     assert all_live(await catalog_rows(store))
     assert await progress_rows(store) == 0
+
+
+async def test_d_appends_during_a_parallel_rebuild_are_in_the_final_rows(
+    engine: ProjectionEngine,
+) -> None:
+    store = engine.store
+    await fill(engine, DEPLOYMENTS, 30)
+    await settle(store)
+    extra = appends([*DEPLOYMENTS, "dep-new"], range(30, 1000))
+    task = asyncio.create_task(engine.rebuild(jobs=2, batch_size=20))
+    appended = 0
+    while not task.done():  # the workers start, replay below the bound, then the tail
+        dep, stream, events = next(extra)
+        await engine.append(dep, stream, events)
+        appended += 1
+        await asyncio.sleep(0.001)
+    await task
+    assert appended > 0
+    after = await dump(store)
+    assert all_live(await catalog_rows(store))
+    await engine.rebuild(batch_size=1000)  # one pass, nothing running
+    assert await dump(store) == after, "the parallel rebuild missed concurrent appends"
 
 
 async def test_a_cancelled_parallel_rebuild_resumes_with_any_number_of_jobs(
