@@ -151,7 +151,7 @@ async def replay_in_parallel(
             for name, start in base.items():
                 progress(name, start + sum(c.get(name, 0) for c in applied.values()))
 
-    if len(tasks) == 1 and jobs == 1:
+    if len(tasks) == 1:  # one group (one job, or one deployment): no process to start
 
         async def in_process(counts: dict[str, int], events: int) -> None:
             note(0, counts, events)
@@ -186,17 +186,20 @@ async def _run_workers(
         for worker in workers:
             worker.start()
         finished: set[int] = set()
+        exited: set[int] = set()  # seen gone at the previous quiet poll
         while len(finished) < len(workers):
             try:
                 message = await asyncio.to_thread(inbox.get, True, _POLL_SECONDS)
             except queues.Empty:
                 for index, worker in enumerate(workers):
-                    if index not in finished and worker.exitcode is not None:
-                        # gone without a word (killed); what it committed stays
+                    if index in finished or worker.exitcode is None:
+                        continue
+                    if index in exited:  # a whole poll later and still no word: killed
                         raise RebuildWorkerFailed(
                             f"rebuild worker {index} exited with code {worker.exitcode}; "
                             "run the rebuild again to resume it"
                         ) from None
+                    exited.add(index)  # its last message may be on its way
                 continue
             kind, index, *rest = message
             if kind == "progress":
