@@ -35,7 +35,7 @@ from eventstore.encoding import now_micros
 from . import parallel
 from .errors import ProjectionFailed, ProjectionOutdated, ProjectionWriteRefused
 from .events import DomainEvent, decode_event, encode_event
-from .projection import Projection
+from .projection import Projection, marks
 from .replay import replay_statements
 from .shadow import ShadowPlan, checkpoint_of, fewer_collections, replay_batch
 
@@ -464,30 +464,21 @@ class ProjectionEngine:
     ) -> int:
         """The parallel replay, then every plan's checkpoint moved past it, its
         per-deployment progress dropped, in one transaction; the events read."""
-        analyze_at = _FIRST_ANALYZE
-
-        async def grown(replayed: int) -> None:
-            nonlocal analyze_at
-            if replayed >= analyze_at:
-                analyze_at = replayed * 16
-                await self._analyze_shadows(plans)
-
+        statistics = _ShadowStatistics(self, plans)
         read_events, last = await parallel.replay_in_parallel(
-            self.store, plans, jobs, batch_size, progress, grown
+            self.store, plans, jobs, batch_size, progress, statistics.grown
         )
-        names = [plan.cls.name for plan in plans]
-        marks = ", ".join(f"${i}" for i in range(3, len(names) + 3))
+        names = tuple(plan.cls.name for plan in plans)
         await self.store.execute(
             [
                 Statement(
                     f"UPDATE {CATALOG} SET shadow_checkpoint = $1, updated_at = $2 "
-                    f"WHERE name IN ({marks})",
+                    f"WHERE name IN ({marks(3, len(names))})",
                     (last, now_micros(), *names),
                 ),
                 Statement(
-                    f"DELETE FROM {parallel.PROGRESS} WHERE name IN "
-                    f"({', '.join(f'${i}' for i in range(1, len(names) + 1))})",
-                    tuple(names),
+                    f"DELETE FROM {parallel.PROGRESS} WHERE name IN ({marks(1, len(names))})",
+                    names,
                 ),
             ]
         )
@@ -532,7 +523,7 @@ class ProjectionEngine:
             reading = read(min(plan.checkpoint for plan in plans))
             writing: asyncio.Future[None] | None = None
             written: dict[str, int] = {}
-            analyze_at = _FIRST_ANALYZE
+            statistics = _ShadowStatistics(self, plans)
             try:
                 while True:
                     batch = await reading
@@ -554,10 +545,7 @@ class ProjectionEngine:
                     if writing is not None:
                         await writing
                         report(written)
-                        replayed = sum(written.values())
-                        if replayed >= analyze_at:
-                            await self._analyze_shadows(plans)
-                            analyze_at = replayed * 16
+                        await statistics.grown(sum(written.values()))
                     written = {plan.cls.name: plan.replayed for plan in plans}
                     writing = asyncio.ensure_future(self.store.execute(statements))
                     if not full:
@@ -693,10 +681,9 @@ class ProjectionEngine:
     async def unhandled_counts(self) -> dict[str, int]:
         """Events in the log of types no projection handles: counted, never applied."""
         handled = sorted({t for cls in self._classes.values() for t in cls.event_types()})
-        marks = ", ".join(f"${i}" for i in range(1, len(handled) + 1))
         rows = await self.store.query(
-            f"SELECT type, count(*) FROM chronicle_events WHERE type NOT IN ({marks}) "
-            "GROUP BY type ORDER BY type",
+            "SELECT type, count(*) FROM chronicle_events "
+            f"WHERE type NOT IN ({marks(1, len(handled))}) GROUP BY type ORDER BY type",
             handled,
         )
         return {row[0]: int(row[1]) for row in rows}
@@ -718,6 +705,22 @@ class _InlineStep:
 
     def __call__(self, recorded: Sequence[RecordedEvent]) -> list[Statement]:
         return self._engine._inline_statements(self._events, recorded)
+
+
+class _ShadowStatistics:
+    """When a rebuild analyzes its shadow tables: at :data:`_FIRST_ANALYZE` events
+    replayed, then each time the count has grown sixteenfold (see
+    :meth:`ProjectionEngine._analyze_shadows`)."""
+
+    def __init__(self, engine: ProjectionEngine, plans: Sequence[ShadowPlan]) -> None:
+        self._engine = engine
+        self._plans = plans
+        self._next = _FIRST_ANALYZE
+
+    async def grown(self, replayed: int) -> None:
+        if replayed >= self._next:
+            self._next = replayed * 16
+            await self._engine._analyze_shadows(self._plans)
 
 
 class _CheckpointMoved(Exception):
@@ -769,9 +772,8 @@ async def _log_has(source: Any, cls: type[Projection]) -> bool:
     and a projection must not start empty because of that.
     """
     types = cls.event_types()
-    marks = ", ".join(f"${i}" for i in range(1, len(types) + 1))
     rows = await source.query(
-        f"SELECT 1 FROM chronicle_events WHERE type IN ({marks}) LIMIT 1", types
+        f"SELECT 1 FROM chronicle_events WHERE type IN ({marks(1, len(types))}) LIMIT 1", types
     )
     return bool(rows)
 

@@ -35,7 +35,7 @@ import eventstore
 from eventstore import EventStore, ReplayedEvent, Statement
 
 from .errors import ProjectionError
-from .projection import Projection
+from .projection import Projection, marks
 from .shadow import ShadowPlan, fewer_collections, replay_batch
 
 PROGRESS = "chronicle_rebuild_progress"
@@ -76,8 +76,9 @@ class _Task(msgspec.Struct, frozen=True):
 
 async def has_progress(store: EventStore, names: Sequence[str]) -> bool:
     """Whether an interrupted parallel rebuild left progress for one of ``names``."""
-    marks = ", ".join(f"${i}" for i in range(1, len(names) + 1))
-    rows = await store.query(f"SELECT 1 FROM {PROGRESS} WHERE name IN ({marks}) LIMIT 1", names)
+    rows = await store.query(
+        f"SELECT 1 FROM {PROGRESS} WHERE name IN ({marks(1, len(names))}) LIMIT 1", names
+    )
     return bool(rows)
 
 
@@ -324,9 +325,9 @@ async def _work(
 
 
 async def _saved_progress(store: EventStore, names: Sequence[str]) -> dict[tuple[str, str], int]:
-    marks = ", ".join(f"${i}" for i in range(1, len(names) + 1))
     rows = await store.query(
-        f"SELECT name, deployment_id, seq FROM {PROGRESS} WHERE name IN ({marks})", names
+        f"SELECT name, deployment_id, seq FROM {PROGRESS} WHERE name IN ({marks(1, len(names))})",
+        names,
     )
     return {(row[0], row[1]): int(row[2]) for row in rows}
 

@@ -120,6 +120,11 @@ class Projection(abc.ABC):
         return {physical: "deployment_id" for physical in self.t.values()}
 
 
+def marks(first: int, count: int) -> str:
+    """``$first, ..., $(first + count - 1)``: the placeholders of an ``IN`` list."""
+    return ", ".join(f"${i}" for i in range(first, first + count))
+
+
 # -- column codecs shared by the read models ---------------------------------------
 
 
