@@ -197,7 +197,10 @@ async def _run_workers(
                         continue
                     if index in exited:  # a whole poll later and still no word: killed
                         raise RebuildWorkerFailed(
-                            f"rebuild worker {index} exited with code {worker.exitcode}; "
+                            f"rebuild worker {index} exited with code {worker.exitcode} "
+                            "(its error, if any, went to stderr; a script that starts a "
+                            "parallel rebuild must guard its entry point with "
+                            "`if __name__ == '__main__':`, as multiprocessing requires); "
                             "run the rebuild again to resume it"
                         ) from None
                     exited.add(index)  # its last message may be on its way
