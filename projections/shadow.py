@@ -19,7 +19,7 @@ from .events import DomainEvent, current_decoder, decode_event, trusting
 from .projection import Projection
 from .replay import replay_statements
 
-YIELD_EVERY = 250
+YIELD_EVERY = 50
 """Events decoded or applied between two turns of the event loop during a rebuild."""
 GC_GEN0_DURING_REPLAY = 50_000
 """Allocations between cyclic collections while a replay decodes the log."""
@@ -71,7 +71,7 @@ async def replay_batch(
 ) -> list[Statement]:
     """Every plan's statements for ``batch``, each event decoded once; checkpoints moved.
 
-    Hands the loop back every few hundred events: the previous batch's commit is
+    Hands the loop back every 50 events: the previous batch's commit is
     still sending rows to PostgreSQL and reading its replies, and the server sat
     idle while this ran through a whole batch without a pause (a 200k rebuild
     kept client and server each about half busy).
