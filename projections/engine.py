@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -37,7 +37,7 @@ from .errors import ProjectionFailed, ProjectionOutdated, ProjectionWriteRefused
 from .events import DomainEvent, decode_event, encode_event
 from .projection import Projection, marks
 from .replay import replay_statements
-from .shadow import ShadowPlan, checkpoint_of, fewer_collections, replay_batch
+from .shadow import Progress, ShadowPlan, checkpoint_of, fewer_collections, replay_batch
 
 CATALOG = "chronicle_projections"
 _P = TypeVar("_P", bound=Placement)
@@ -60,9 +60,6 @@ _CATALOG_COLUMNS = (
     "name, version, generation, checkpoint, status, error, shadow_version, "
     "shadow_generation, shadow_checkpoint, shadow_scope"
 )
-
-Progress = Callable[[str, int], None]
-"""Called as ``progress(projection_name, events_replayed_so_far)`` during a rebuild."""
 
 
 class CatalogRow(msgspec.Struct, frozen=True):

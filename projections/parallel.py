@@ -36,7 +36,7 @@ from eventstore import EventStore, ReplayedEvent, Statement
 
 from .errors import ProjectionError
 from .projection import Projection, marks
-from .shadow import ShadowPlan, fewer_collections, replay_batch
+from .shadow import Progress, ShadowPlan, fewer_collections, replay_batch
 
 PROGRESS = "chronicle_rebuild_progress"
 PROGRESS_DDL = f"""CREATE TABLE IF NOT EXISTS {PROGRESS} (
@@ -50,8 +50,6 @@ _SAVE_PROGRESS = (
     "ON CONFLICT (name, deployment_id) DO UPDATE SET seq = excluded.seq"
 )
 _POLL_SECONDS = 0.2
-
-Progress = Callable[[str, int], None]
 
 
 class RebuildWorkerFailed(ProjectionError):

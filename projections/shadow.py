@@ -19,6 +19,8 @@ from .events import DomainEvent, current_decoder, decode_event, trusting
 from .projection import Projection
 from .replay import replay_statements
 
+Progress = Callable[[str, int], None]
+"""Called as ``progress(projection_name, events_replayed_so_far)`` during a rebuild."""
 YIELD_EVERY = 50
 """Events decoded or applied between two turns of the event loop during a rebuild."""
 GC_GEN0_DURING_REPLAY = 50_000
