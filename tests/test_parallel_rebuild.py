@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from test_rebuild_robustness import (
@@ -48,6 +48,19 @@ async def engine(store: EventStore) -> AsyncIterator[ProjectionEngine]:
 
 async def progress_rows(store: EventStore) -> int:
     return int((await store.query(f"SELECT count(*) FROM {PROGRESS}"))[0][0])
+
+
+def cancel_when(condition: Callable[[str, int], bool]) -> Callable[[str, int], None]:
+    """A rebuild's progress callback that cancels the rebuild once ``condition`` holds:
+    the cancellation lands at its next await, after the batch just reported."""
+
+    def progress(name: str, done: int) -> None:
+        if condition(name, done):
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+
+    return progress
 
 
 def all_live(catalog: dict[str, tuple[object, ...]]) -> bool:
@@ -106,13 +119,7 @@ async def test_a_cancelled_parallel_rebuild_resumes_with_any_number_of_jobs(
     inline = await dump(store)
     await settle(store)
     for first_jobs, resume_jobs in ((2, 1), (3, 2)):
-
-        def cancel_midway(name: str, done: int) -> None:
-            if done > 0:
-                task = asyncio.current_task()
-                assert task is not None
-                task.cancel()
-
+        cancel_midway = cancel_when(lambda name, done: done > 0)
         with pytest.raises(asyncio.CancelledError):
             await asyncio.create_task(
                 engine.rebuild(jobs=first_jobs, batch_size=40, progress=cancel_midway)
@@ -136,12 +143,7 @@ async def test_a_one_pass_rebuild_cut_short_is_finished_in_parallel(
     inline = await dump(store)
     await settle(store)
 
-    def cancel_midway(name: str, done: int) -> None:
-        if name == "state" and done >= 60:
-            task = asyncio.current_task()
-            assert task is not None
-            task.cancel()
-
+    cancel_midway = cancel_when(lambda name, done: name == "state" and done >= 60)
     with pytest.raises(asyncio.CancelledError):
         await asyncio.create_task(engine.rebuild(batch_size=50, progress=cancel_midway))
     checkpoints = {name: row[2] for name, row in (await catalog_rows(store)).items()}
