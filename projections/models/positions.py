@@ -234,96 +234,56 @@ class PositionEventsProjection(Projection):
 
 
 def _event_row(event: PositionEventRecorded) -> tuple[Any, ...]:
-    if event.legacy is None:  # a live write: no column was NULL in a legacy row
-        return _live_event_row(event)
-    nulls = set(event.legacy.null_columns)
-
-    def text(column: str, value: str) -> str | None:
-        return None if column in nulls else value
-
-    def amount(column: str) -> str | None:
-        value: Decimal | None = getattr(event, column)
-        if value is not None:
-            return str(value)
-        return None if column in nulls else ""
-
+    """The row of a position event. A legacy row's SQL NULLs stay NULL; otherwise an
+    absent amount is ``''``, as the legacy writer stored it."""
+    n = _NO_NULLS if event.legacy is None else frozenset(event.legacy.null_columns)
     return (
         event.position_event_id,
         event.deployment_id,
-        text("cycle_id", event.cycle_id),
-        text("execution_mode", event.execution_mode),
+        _text(n, "cycle_id", event.cycle_id),
+        _text(n, "execution_mode", event.execution_mode),
         event.position_id,
         event.position_type,
         event.position_event_type,
         ts(event.timestamp),
-        text("protocol", event.protocol),
-        text("chain", event.chain),
-        text("token0", event.token0),
-        text("token1", event.token1),
-        amount("amount0"),
-        amount("amount1"),
-        amount("value_usd"),
+        _text(n, "protocol", event.protocol),
+        _text(n, "chain", event.chain),
+        _text(n, "token0", event.token0),
+        _text(n, "token1", event.token1),
+        _amount(n, "amount0", event.amount0),
+        _amount(n, "amount1", event.amount1),
+        _amount(n, "value_usd", event.value_usd),
         event.tick_lower,
         event.tick_upper,
-        amount("liquidity"),
+        _amount(n, "liquidity", event.liquidity),
         flag(event.in_range),
-        amount("fees_token0"),
-        amount("fees_token1"),
-        amount("leverage"),
-        amount("entry_price"),
-        amount("mark_price"),
-        amount("unrealized_pnl"),
+        _amount(n, "fees_token0", event.fees_token0),
+        _amount(n, "fees_token1", event.fees_token1),
+        _amount(n, "leverage", event.leverage),
+        _amount(n, "entry_price", event.entry_price),
+        _amount(n, "mark_price", event.mark_price),
+        _amount(n, "unrealized_pnl", event.unrealized_pnl),
         flag(event.is_long),
-        text("tx_hash", event.tx_hash),
-        amount("gas_usd"),
-        text("ledger_entry_id", event.ledger_entry_id),
-        amount("protocol_fees_usd"),
+        _text(n, "tx_hash", event.tx_hash),
+        _amount(n, "gas_usd", event.gas_usd),
+        _text(n, "ledger_entry_id", event.ledger_entry_id),
+        _amount(n, "protocol_fees_usd", event.protocol_fees_usd),
         to_json(event.attribution),
         event.attribution_version,
     )
 
 
-def _live_event_row(event: PositionEventRecorded) -> tuple[Any, ...]:
-    """:func:`_event_row` without legacy NULLs: absent amounts are ``''``. The
-    common case, written out: a rebuild builds one per position event."""
-    return (
-        event.position_event_id,
-        event.deployment_id,
-        event.cycle_id,
-        event.execution_mode,
-        event.position_id,
-        event.position_type,
-        event.position_event_type,
-        ts(event.timestamp),
-        event.protocol,
-        event.chain,
-        event.token0,
-        event.token1,
-        _amount(event.amount0),
-        _amount(event.amount1),
-        _amount(event.value_usd),
-        event.tick_lower,
-        event.tick_upper,
-        _amount(event.liquidity),
-        flag(event.in_range),
-        _amount(event.fees_token0),
-        _amount(event.fees_token1),
-        _amount(event.leverage),
-        _amount(event.entry_price),
-        _amount(event.mark_price),
-        _amount(event.unrealized_pnl),
-        flag(event.is_long),
-        event.tx_hash,
-        _amount(event.gas_usd),
-        event.ledger_entry_id,
-        _amount(event.protocol_fees_usd),
-        to_json(event.attribution),
-        event.attribution_version,
-    )
+_NO_NULLS: frozenset[str] = frozenset()
 
 
-def _amount(value: Decimal | None) -> str:
-    return "" if value is None else str(value)
+def _text(nulls: frozenset[str], column: str, value: str) -> str | None:
+    return None if column in nulls else value
+
+
+def _amount(nulls: frozenset[str], column: str, value: Decimal | None) -> str | None:
+    if value is not None:
+        return str(value)
+    return None if column in nulls else ""
 
 
 def _legacy_dict(row: Any) -> dict[str, Any]:
