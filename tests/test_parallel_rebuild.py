@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from test_rebuild_robustness import (
@@ -50,6 +51,15 @@ async def progress_rows(store: EventStore) -> int:
     return int((await store.query(f"SELECT count(*) FROM {PROGRESS}"))[0][0])
 
 
+async def filled(engine: ProjectionEngine, rounds: int) -> dict[str, list[tuple[Any, ...]]]:
+    """Append ``rounds`` rounds for every deployment; the read models' rows the inline
+    projections left, once every append is readable by a rebuild."""
+    await fill(engine, DEPLOYMENTS, rounds)
+    rows = await dump(engine.store)
+    await settle(engine.store)
+    return rows
+
+
 def cancel_when(condition: Callable[[str, int], bool]) -> Callable[[str, int], None]:
     """A rebuild's progress callback that cancels the rebuild once ``condition`` holds:
     the cancellation lands at its next await, after the batch just reported."""
@@ -71,9 +81,7 @@ async def test_a_parallel_rebuild_gives_the_rows_of_a_one_pass_rebuild(
     engine: ProjectionEngine,
 ) -> None:
     store = engine.store
-    await fill(engine, DEPLOYMENTS, 40)
-    inline = await dump(store)
-    await settle(store)
+    inline = await filled(engine, 40)
     one_pass = by_name(await engine.rebuild(batch_size=64))
     assert await dump(store) == inline
     seen: dict[str, int] = {}
@@ -115,9 +123,7 @@ async def test_a_cancelled_parallel_rebuild_resumes_with_any_number_of_jobs(
     engine: ProjectionEngine,
 ) -> None:
     store = engine.store
-    await fill(engine, DEPLOYMENTS, 60)
-    inline = await dump(store)
-    await settle(store)
+    inline = await filled(engine, 60)
     for first_jobs, resume_jobs in ((2, 1), (3, 2)):
         cancel_midway = cancel_when(lambda name, done: done > 0)
         with pytest.raises(asyncio.CancelledError):
@@ -139,9 +145,7 @@ async def test_a_one_pass_rebuild_cut_short_is_finished_in_parallel(
     engine: ProjectionEngine,
 ) -> None:
     store = engine.store
-    await fill(engine, DEPLOYMENTS, 40)
-    inline = await dump(store)
-    await settle(store)
+    inline = await filled(engine, 40)
 
     cancel_midway = cancel_when(lambda name, done: name == "state" and done >= 60)
     with pytest.raises(asyncio.CancelledError):
@@ -157,9 +161,7 @@ async def test_b_a_killed_worker_fails_the_rebuild_and_a_rerun_resumes(
     engine: ProjectionEngine,
 ) -> None:
     store = engine.store
-    await fill(engine, DEPLOYMENTS, 60)
-    inline = await dump(store)
-    await settle(store)
+    inline = await filled(engine, 60)
     killed: list[int] = []
 
     def kill_a_worker(name: str, done: int) -> None:
@@ -196,9 +198,7 @@ async def test_b_workers_die_with_a_killed_parent(engine: ProjectionEngine, stor
     if sys.platform != "linux":
         pytest.skip("workers are tied to their parent's life on Linux (PR_SET_PDEATHSIG)")
     store = engine.store
-    await fill(engine, DEPLOYMENTS, 60)
-    inline = await dump(store)
-    await settle(store)
+    inline = await filled(engine, 60)
     parent = await asyncio.create_subprocess_exec(
         sys.executable, "-c", PARENT, store_url, cwd=ROOT, env=child_env()
     )
