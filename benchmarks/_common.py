@@ -25,6 +25,8 @@ import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 
+S = TypeVar("S")
+
 LEGACY_FIXTURES_ENV = "CHRONICLE_LEGACY_FIXTURES"
 
 
@@ -226,15 +228,31 @@ def evaluate_threshold_aims(
 
 
 def add_common_args(parser: argparse.ArgumentParser, quick_help: str) -> None:
-    """--backend, --quick, --out and --pg-dsn, as every benchmark takes them."""
+    """--backend, --quick, --smoke, --out and --pg-dsn, as every benchmark takes them."""
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "all"), default="all")
-    parser.add_argument("--quick", action="store_true", help=quick_help)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help=quick_help)
+    size.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few seconds: checks that the benchmark still runs end to end (the test "
+        "suite's use); its figures mean nothing",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON to this file")
     parser.add_argument(
         "--pg-dsn",
         help=f"PostgreSQL server (default: ${PG_DSN_ENV[0]}, ${PG_DSN_ENV[1]}, "
         f"or {DEFAULT_PG_DSN})",
     )
+
+
+def sized(args: argparse.Namespace, full: S, quick: S, smoke: S) -> tuple[S, str]:
+    """The settings ``--quick``/``--smoke`` pick, and the mode's name for the report."""
+    if args.smoke:
+        return smoke, "smoke"
+    if args.quick:
+        return quick, "quick"
+    return full, "full"
 
 
 def selected_backends(backend: str) -> tuple[str, ...]:

@@ -69,6 +69,7 @@ from ._common import (
     pg_schemas,
     redact,
     selected_backends,
+    sized,
     sqlite_sync_name,
     summarize,
     with_params,
@@ -102,6 +103,9 @@ class Settings:
 
 FULL = Settings(write_seconds=3.0, read_seconds=1.5, warmup_seconds=0.5)
 QUICK = Settings(write_seconds=0.4, read_seconds=0.25, warmup_seconds=0.1)
+SMOKE = Settings(
+    write_seconds=0.05, read_seconds=0.02, warmup_seconds=0.01, repetitions=1, concurrency=4
+)
 
 
 class Rate(NamedTuple):
@@ -1139,9 +1143,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     backends = selected_backends(args.backend)
-    settings = QUICK if args.quick else FULL
+    settings, mode = sized(args, FULL, QUICK, SMOKE)
     command = command_line("benchmarks.eventstore_bench", argv)
-    mode = "quick" if args.quick else "full"
     report = asyncio.run(run(backends, settings, pg_dsn(args.pg_dsn), mode, command))
     emit(report, args.out)
     return 0

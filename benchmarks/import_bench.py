@@ -63,6 +63,7 @@ from ._common import (
     pg_schemas,
     redact,
     selected_backends,
+    sized,
     summarize,
     with_params,
 )
@@ -90,6 +91,7 @@ class Settings:
 
 FULL = Settings(repetitions=5, grown_cycles=1000, grown_repetitions=3)
 QUICK = Settings(repetitions=1, grown_cycles=50, grown_repetitions=1)
+SMOKE = Settings(repetitions=1, grown_cycles=2, grown_repetitions=1)
 
 
 def log(message: str) -> None:
@@ -361,13 +363,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = QUICK if args.quick else FULL
+    settings, mode = sized(args, FULL, QUICK, SMOKE)
     report = asyncio.run(
         run(
             selected_backends(args.backend),
             settings,
             pg_dsn(args.pg_dsn),
-            "quick" if args.quick else "full",
+            mode,
             command_line("benchmarks.import_bench", argv),
         )
     )

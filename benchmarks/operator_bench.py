@@ -62,6 +62,7 @@ from ._common import (
     pg_schemas,
     redact,
     selected_backends,
+    sized,
     summarize,
     with_params,
 )
@@ -88,6 +89,7 @@ FULL = Settings(
     sizes=(1_000, 100_000, 1_000_000), compare_max=100_000, repetitions=3, large_repetitions=1
 )
 QUICK = Settings(sizes=(1_000, 10_000), compare_max=10_000, repetitions=1, large_repetitions=1)
+SMOKE = Settings(sizes=(200,), compare_max=200, repetitions=1, large_repetitions=1)
 
 
 def log(message: str) -> None:
@@ -290,9 +292,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = QUICK if args.quick else FULL
+    settings, mode = sized(args, FULL, QUICK, SMOKE)
     command = command_line("benchmarks.operator_bench", argv)
-    mode = "quick" if args.quick else "full"
     report = asyncio.run(
         run(selected_backends(args.backend), settings, pg_dsn(args.pg_dsn), mode, command)
     )

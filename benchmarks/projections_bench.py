@@ -104,6 +104,7 @@ from ._common import (
     pg_schemas,
     redact,
     selected_backends,
+    sized,
     sqlite_pragmas,
     summarize,
     with_params,
@@ -172,6 +173,19 @@ QUICK = Settings(
     reads=50,
     heavy_reads=3,
     breakdown_events=10_000,
+)
+SMOKE = Settings(
+    events=800,
+    deployments=4,
+    chunk_cycles=25,
+    rebuild_repetitions=1,
+    pg_rebuild_repetitions=1,
+    scan_repetitions=1,
+    quant_sizes=(100, 200, 400),
+    nav_snapshots=200,
+    reads=3,
+    heavy_reads=1,
+    breakdown_events=800,
 )
 
 
@@ -1621,6 +1635,12 @@ async def breakdown(url: str, settings: Settings) -> dict[str, Any]:
         finally:
             instrument.remove()
         split = instrument.report(seconds, reports, workload.events)
+        # the profiled rebuild below, and any caller after this, must run the engine's own code
+        split["engine_restored_after"] = vars(shadow_module)[
+            "decode_event"
+        ] is decode_event and all(
+            "fold" not in vars(cls) or cls.fold.__name__ == "fold" for cls in ALL_PROJECTIONS
+        )
         total = split["total"]
         log(
             f"    {split['events_per_s']:,} ev/s; read {total['read_s']} s, decode "
@@ -2130,13 +2150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(asyncio.run(rebuild_child(args.rebuild_child, args.rebuild_jobs))))
         return 0
     backends = selected_backends(args.backend)
-    settings = QUICK if args.quick else FULL
+    settings, mode = sized(args, FULL, QUICK, SMOKE)
     if args.events is not None:
         if args.events < EVENTS_PER_CYCLE * settings.deployments:
             raise SystemExit(f"--events must be >= {EVENTS_PER_CYCLE * settings.deployments}")
         settings = Settings(**{**asdict(settings), "events": args.events})
     command = command_line("benchmarks.projections_bench", argv)
-    mode = "quick" if args.quick else "full"
     report = asyncio.run(run(backends, settings, pg_dsn(args.pg_dsn), mode, command))
     emit(report, args.out)
     return 0

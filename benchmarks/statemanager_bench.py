@@ -86,6 +86,7 @@ from ._common import (
     machine_basics,
     pg_dsn,
     selected_backends,
+    sized,
     sqlite_pragmas,
     summarize,
     with_params,
@@ -172,6 +173,23 @@ QUICK = Settings(
     small_ledger_rows=500,
     snapshot_rows=5_000,
     profile_seconds=0.4,
+)
+SMOKE = Settings(
+    write_seconds=0.05,
+    hot_loads=50,
+    warm_loads=20,
+    quant_reads=2,
+    nav_reads=2,
+    warmup_seconds=0.01,
+    repetitions=1,
+    write_repetitions=1,
+    diagnostic_repetitions=1,
+    write_slices=1,
+    read_slices=1,
+    ledger_rows=200,
+    small_ledger_rows=50,
+    snapshot_rows=200,
+    profile_seconds=0.05,
 )
 """A smoke run: shorter loops and 5,000-row reads (the aims' 20,000 rows need the full run)."""
 
@@ -2464,14 +2482,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     backends = selected_backends(args.backend)
-    settings = QUICK if args.quick else FULL
+    settings, mode = sized(args, FULL, QUICK, SMOKE)
     command = command_line("benchmarks.statemanager_bench", argv)
     report = asyncio.run(
         run(
             backends,
             settings,
             pg_dsn(args.pg_dsn),
-            "quick" if args.quick else "full",
+            mode,
             command,
             peer_python=args.peer_python,
             use_peer=not args.no_peer,

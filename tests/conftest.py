@@ -8,18 +8,14 @@ PostgreSQL half is skipped, except under ``CI=true``, where it fails.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import asyncpg
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 import pgserver
+import pytest
 
 import eventstore
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import legacy_files
 import pytest
 
-from benchmarks._common import LEGACY_FIXTURES_ENV, legacy_fixtures
 from eventstore import EventStore, Statement, connect
 from projections.engine import ProjectionEngine
 from projections.events import (
@@ -48,13 +48,13 @@ from statemanager.legacy import (
 from statemanager.types import StateData
 from statemanager.warm import ChronicleStore
 
-FIXTURES = legacy_fixtures()
-FILES = sorted(p.name for p in FIXTURES.glob("*.sqlite"))
+FIXTURES = legacy_files.DIRECTORY
+FILES = [p.name for p in legacy_files.FILES]
 
 # Where the fixtures must be there (CI), their absence is a failure, not a skip.
 pytestmark = pytest.mark.skipif(
     not FILES and not os.environ.get("CI"),
-    reason=f"legacy fixtures not found in {FIXTURES} (set {LEGACY_FIXTURES_ENV})",
+    reason=f"legacy fixtures not found in {FIXTURES} (set {legacy_files.ENV})",
 )
 
 
